@@ -1,0 +1,101 @@
+// colm's entry point: global options (--help, --version, --log-level, --plugin-dir), then one
+// command from the table in cli.hpp. Each command lives in its own cmd_*.cpp.
+#include <cstdlib>
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "cli.hpp"
+#include "colm/api.hpp"
+#include "colm/runtime.hpp"
+
+namespace colm::cli {
+
+std::map<std::string, Command>& commands() {
+  static auto* table = new std::map<std::string, Command>();  // never destroyed: used by static ctors
+  return *table;
+}
+
+}  // namespace colm::cli
+
+namespace {
+
+void print_help() {
+  std::cout << "colm " << COLM_VERSION_STRING
+            << " - token-level collaborative decoding with several language models (Co-LLM)\n\n"
+               "usage: colm [global options] <command> [command options]\n\n"
+               "global options:\n"
+               "  -h, --help               this help; `colm <command> --help` for a command's own\n"
+               "  --version                print the version, API version and build fingerprint\n"
+               "  --log-level LEVEL        trace, debug, info, warn, error, off (default: info)\n"
+               "  --plugin-dir DIR         also load plugins from DIR (repeatable; see also\n"
+               "                           COLM_PLUGIN_PATH, a ':'-separated list)\n\n"
+               "commands:\n";
+  for (const auto& [name, cmd] : colm::cli::commands()) {
+    std::cout << "  " << name << std::string(name.size() < 12 ? 12 - name.size() : 1, ' ') << cmd.summary << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  colm::cli::GlobalOptions global;
+  global.argv0 = argv[0];
+  std::vector<std::string> args(argv + 1, argv + argc);
+  size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "-h" || a == "--help") {
+      print_help();
+      return 0;
+    } else if (a == "--version") {
+      const auto info = colm::core_build_info();
+      std::cout << "colm " << info.version << " (plugin API " << info.api_version << ", " << info.compiler
+                << ", cxx11 abi " << info.cxx11_abi << ", torch " << info.torch_version << ")\n";
+      return 0;
+    } else if (a == "--log-level" || a == "--plugin-dir") {
+      if (i + 1 >= args.size()) {
+        std::cerr << "colm: " << a << " needs a value\n";
+        return 2;
+      }
+      (a == "--log-level" ? global.log_level : (global.plugin_dirs.emplace_back(), global.plugin_dirs.back())) =
+          args[++i];
+    } else if (a.rfind("--log-level=", 0) == 0) {
+      global.log_level = a.substr(12);
+    } else if (a.rfind("--plugin-dir=", 0) == 0) {
+      global.plugin_dirs.push_back(a.substr(13));
+    } else if (!a.empty() && a[0] == '-') {
+      std::cerr << "colm: unknown option '" << a << "' (see colm --help)\n";
+      return 2;
+    } else {
+      break;
+    }
+  }
+  if (i >= args.size()) {
+    print_help();
+    return 2;
+  }
+  const auto& table = colm::cli::commands();
+  auto it = table.find(args[i]);
+  if (it == table.end()) {
+    std::cerr << "colm: unknown command '" << args[i] << "' (see colm --help)\n";
+    return 2;
+  }
+  try {
+    colm::init_runtime(global.log_level);
+  } catch (const std::exception& e) {
+    std::cerr << "colm: " << e.what() << "\n";
+    return 2;
+  }
+  std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
+  try {
+    return it->second.run(rest, global);
+  } catch (const colm::ConfigError& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}
