@@ -8,7 +8,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   libtomlplusplus-dev libsqlitecpp-dev libsqlite3-dev sqlite3
-  libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libpcre2-dev
+  libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libpcre2-dev libicu-dev
 )
 # Extra packages for optional parts: --with-browser (report test), --with-clang (fuzzer)
 for arg in "$@"; do
