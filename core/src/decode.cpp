@@ -1,0 +1,424 @@
+// The collaborative decoder: decode_batch() is the Co-LLM loop as the paper states it; the lazy
+// catch-up of assistant caches, token picking, seeding and checks live beside it in this file.
+// Models, policies and tokenizers are plugins; scoring and storing the outputs is the caller's.
+#include "decode.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+namespace colm {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Seeds: counter-based, so a row's random numbers depend on (run seed, example seed, position)
+// only, never on which other examples share its batch.
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t mix_seed(uint64_t a, uint64_t b) { return splitmix64(a ^ splitmix64(b + 0x632be59bd9b4e019ULL)); }
+
+// The sampler's stream, distinct from the stream a policy derives from the same row seed.
+constexpr uint64_t kSamplerStream = 0x73616d706c657221ULL;
+
+double uniform01(uint64_t h) { return static_cast<double>(splitmix64(h) >> 11) * 0x1.0p-53; }
+
+// ---------------------------------------------------------------------------------------------
+// Logits the decoder may emit from: the tokenizer's ids only. Output rows past the tokenizer's
+// vocabulary (embedding padding) are cut off, which is the same as masking them to -inf and lets
+// models with different padding be compared column for column.
+torch::Tensor usable_logits(const torch::Tensor& logits, int64_t vocab, const torch::Device& device) {
+  return logits.narrow(-1, 0, vocab).to(device, torch::kFloat32);
+}
+
+// Picks one token from a distribution row `probs` [V] (float64, sums to 1): argmax when greedy,
+// else inverse-CDF sampling with uniform `u` over the smallest top-p set of tokens.
+int64_t sample_top_p(const torch::Tensor& probs, double top_p, double u) {
+  auto [sorted, order] = probs.sort(/*dim=*/0, /*descending=*/true);
+  const auto p = sorted.accessor<double, 1>();
+  const auto idx = order.accessor<int64_t, 1>();
+  const int64_t V = p.size(0);
+  double kept = 0;
+  int64_t n = 0;
+  while (n < V && (n == 0 || kept < top_p)) kept += p[n++];
+  double target = u * kept, acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    acc += p[i];
+    if (target < acc) return idx[i];
+  }
+  return idx[n - 1];
+}
+
+// A row's next token from a model's logits [V].
+int64_t pick_from_logits(const torch::Tensor& logits, const DecodeOptions& o, double u) {
+  if (!o.sample) return logits.argmax().item<int64_t>();
+  const auto probs = torch::softmax(logits.to(torch::kFloat64) / o.temperature, 0);
+  return sample_top_p(probs, o.top_p, u);
+}
+
+// A row's next token from a mixture distribution [V] (already a distribution).
+int64_t pick_from_probs(const torch::Tensor& probs, const DecodeOptions& o, double u) {
+  if (!o.sample) return probs.argmax().item<int64_t>();
+  return sample_top_p(probs.to(torch::kFloat64) / probs.sum().item<double>(), o.top_p, u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An assistant's KV cache, caught up lazily: only when its logits are needed (the policy asks for
+// them or a token is deferred to it) does it read, in one extend() call, every context token it
+// has not seen yet, for the rows that need it. An assistant that is never consulted never runs.
+class LazyCache {
+ public:
+  LazyCache(Expert& expert, int64_t rows, int64_t vocab, torch::Device device)
+      : expert_(expert), state_(expert.new_state(rows)), seen_(rows, 0), last_(rows), vocab_(vocab), device_(device) {}
+
+  // logits: [rows.size(), V] at the end of each listed row's current context.
+  torch::Tensor logits(const std::vector<int64_t>& rows, const std::vector<std::vector<int64_t>>& context) {
+    std::vector<int64_t> behind;
+    std::vector<std::vector<int64_t>> unseen;
+    for (int64_t r : rows) {
+      const auto& ctx = context[r];
+      if (seen_[r] < static_cast<int64_t>(ctx.size())) {
+        behind.push_back(r);
+        unseen.emplace_back(ctx.begin() + seen_[r], ctx.end());
+      }
+    }
+    if (!behind.empty()) {
+      const auto out = usable_logits(expert_.extend(*state_, behind, unseen).logits, vocab_, device_);  // [B, V]
+      for (size_t i = 0; i < behind.size(); ++i) {
+        seen_[behind[i]] = static_cast<int64_t>(context[behind[i]].size());
+        last_[behind[i]] = out[static_cast<int64_t>(i)];
+      }
+    }
+    std::vector<torch::Tensor> picked;
+    picked.reserve(rows.size());
+    for (int64_t r : rows) picked.push_back(last_[r]);
+    return torch::stack(picked);
+  }
+
+ private:
+  Expert& expert_;
+  std::unique_ptr<DecodeState> state_;
+  std::vector<int64_t> seen_;        // tokens of each row's context the cache holds
+  std::vector<torch::Tensor> last_;  // logits [V] after the last token seen, per row
+  int64_t vocab_;
+  torch::Device device_;
+};
+
+// Checks a policy's answer against its contract: [A, M+1], finite, non-negative, rows summing to 1.
+torch::Tensor checked_policy_probs(const torch::Tensor& z, int64_t rows, int64_t models) {
+  COLM_CHECK(z.defined(), "[decode] the deferral policy returned an undefined tensor");
+  COLM_CHECK(z.dim() == 2 && z.size(0) == rows && z.size(1) == models,
+             "[decode] the deferral policy returned probabilities of shape " << z.sizes() << ", expected ["
+                                                                              << rows << ", " << models << "]");
+  auto p = z.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  COLM_CHECK(torch::isfinite(p).all().item<bool>() && (p >= 0).all().item<bool>(),
+             "[decode] the deferral policy returned negative or non-finite probabilities");
+  const double worst = (p.sum(1) - 1).abs().max().item<double>();
+  COLM_CHECK(worst < 1e-3, "[decode] the deferral policy's probabilities do not sum to 1 (off by " << worst << ")");
+  return p;
+}
+
+// Everything the loop needs to know about the models, resolved once.
+struct Models {
+  Expert& base;
+  std::vector<Expert*> assistants;
+  int64_t vocab = 0;          // the tokenizer's vocabulary: the ids the decoder may emit
+  int64_t max_positions = 0;  // the shortest context limit among the models
+  std::optional<int64_t> eos;
+  torch::Device device;       // the base's device: where the policy's inputs live
+};
+
+// One batch of rows: each row's context (prompt then generated ids) and who still generates.
+struct Batch {
+  std::vector<int64_t> examples;              // example index of each row
+  std::vector<std::vector<int64_t>> context;  // per row: prompt ids, then generated ids
+  std::vector<int64_t> active;                // rows still generating, ascending
+  std::chrono::steady_clock::time_point start;
+};
+
+// Row r's stop reason after it appended a token, or "" when it goes on.
+std::string finish_reason(const Models& m, const DecodeOptions& o, const Batch& b, int64_t r,
+                          const DecodeResult& res) {
+  const int64_t tok = res.ids.back();
+  if (m.eos && tok == *m.eos) return "eos";
+  if (!o.stop.empty()) {
+    const std::string text = m.base.tokenizer().decode(res.ids);
+    for (const auto& s : o.stop)
+      if (!s.empty() && text.find(s) != std::string::npos) return "stop";
+  }
+  if (static_cast<int64_t>(res.ids.size()) >= o.max_tokens) return "max_tokens";
+  if (static_cast<int64_t>(b.context[r].size()) >= m.max_positions) return "max_positions";
+  return "";
+}
+
+// The final text: generated ids without a closing EOS, cut before the earliest stop string.
+std::string final_output(const Models& m, const DecodeOptions& o, const DecodeResult& res) {
+  std::vector<int64_t> ids = res.ids;
+  if (res.stop_reason == "eos") ids.pop_back();
+  std::string text = m.base.tokenizer().decode(ids);
+  size_t cut = std::string::npos;
+  for (const auto& s : o.stop)
+    if (!s.empty()) cut = std::min(cut, text.find(s));
+  if (cut != std::string::npos) text.resize(cut);
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Co-LLM loop for one batch. At step t every active row asks the policy for P(Z_t = j | x_<t)
+// over {base, assistants}; if 1 - P(Z_t = 0) > eta the assistant with the highest P(Z_t = j) emits
+// the token, otherwise the base does; the token is appended to the row's context for every model.
+void decode_batch(Models& m, DeferralPolicy& policy, Batch& b, const DecodeOptions& o,
+                  const std::vector<uint64_t>& example_seeds, std::vector<DecodeResult>& results) {
+  const int64_t M = static_cast<int64_t>(m.assistants.size());
+  const int64_t R = static_cast<int64_t>(b.context.size());
+  const bool mixture = o.strategy == "mixture";
+
+  auto base_state = m.base.new_state(R);
+  std::vector<LazyCache> caches;
+  for (Expert* a : m.assistants) caches.emplace_back(*a, R, m.vocab, m.device);
+
+  // Prefill: the base reads every prompt now; the assistants only when first consulted.
+  ExpertOutput base = m.base.extend(*base_state, b.active, b.context);
+  torch::Tensor base_logits = usable_logits(base.logits, m.vocab, m.device);  // [A, V]
+
+  for (int64_t t = 0; !b.active.empty(); ++t) {
+    const int64_t A = static_cast<int64_t>(b.active.size());
+    const PolicyNeeds needs = policy.needs();  // asked every step: a policy may change its mind
+    COLM_CHECK(!needs.gold, "[decode] this deferral policy needs the gold next token (an oracle): use it in "
+                            "teacher_forced_trace, not for generation");
+
+    // 1. The policy's distribution over who emits token t.   z: [A, M+1]
+    std::vector<torch::Tensor> assistant_logits(M);  // [A, V] each, computed only when needed
+    if (needs.assistant_logits || mixture)
+      for (int64_t j = 0; j < M; ++j) assistant_logits[j] = caches[j].logits(b.active, b.context);
+    PolicyInput in;
+    if (needs.base_hidden) in.base_hidden = base.hidden.to(m.device, torch::kFloat32);  // [A, d]
+    if (needs.base_logits) in.base_logits = base_logits;                                // [A, V]
+    if (needs.assistant_logits) in.assistant_logits = assistant_logits;                 // M x [A, V]
+    for (int64_t r : b.active) in.row_seeds.push_back(decode_row_seed(o.seed, example_seeds[b.examples[r]], t));
+    const torch::Tensor z = checked_policy_probs(policy.probs(in), A, M + 1);
+
+    // 2. Who emits, and which token.   source[a] in 0..M;  logits_of[j]: [A, V] or rows deferred to j
+    std::vector<int> source(A, 0);
+    std::vector<int64_t> token(A, -1);
+    std::vector<double> u(A);
+    for (int64_t a = 0; a < A; ++a) u[a] = uniform01(in.row_seeds[a] ^ kSamplerStream);
+    if (mixture) {
+      // P(x_t) = sum_j P(Z_t=j) * P_j(x_t | x_<t);  the source is the largest term for the chosen token.
+      const double temperature = o.sample ? o.temperature : 1.0;
+      std::vector<torch::Tensor> p{torch::softmax(base_logits / temperature, 1)};               // [A, V]
+      for (int64_t j = 0; j < M; ++j) p.push_back(torch::softmax(assistant_logits[j] / temperature, 1));
+      const auto terms = torch::stack(p, 1) * z.to(m.device).unsqueeze(2);                      // [A, M+1, V]
+      const auto mix = terms.sum(1).to(torch::kCPU);                                             // [A, V]
+      for (int64_t a = 0; a < A; ++a) {
+        token[a] = pick_from_probs(mix[a], o, u[a]);
+        source[a] = static_cast<int>(terms[a].select(1, token[a]).argmax().item<int64_t>());
+      }
+    } else {
+      const auto defer = (1 - z.select(1, 0)) > o.threshold;                                     // [A]
+      const auto best = M > 0 ? z.narrow(1, 1, M).argmax(1) + 1 : torch::zeros({A}, torch::kLong);  // [A]
+      for (int64_t a = 0; a < A; ++a) source[a] = defer[a].item<bool>() ? static_cast<int>(best[a].item<int64_t>()) : 0;
+      const auto base_cpu = base_logits.to(torch::kCPU);
+      for (int64_t j = 1; j <= M; ++j) {
+        std::vector<int64_t> rows, pos;  // batch rows deferred to assistant j, and their places in `active`
+        for (int64_t a = 0; a < A; ++a)
+          if (source[a] == j) rows.push_back(b.active[a]), pos.push_back(a);
+        if (rows.empty()) continue;
+        const auto lj = (assistant_logits[j - 1].defined()
+                             ? assistant_logits[j - 1].index_select(0, torch::tensor(pos).to(m.device))
+                             : caches[j - 1].logits(rows, b.context)).to(torch::kCPU);  // [n_j, V]
+        for (size_t i = 0; i < pos.size(); ++i) token[pos[i]] = pick_from_logits(lj[static_cast<int64_t>(i)], o, u[pos[i]]);
+      }
+      for (int64_t a = 0; a < A; ++a)
+        if (source[a] == 0) token[a] = pick_from_logits(base_cpu[a], o, u[a]);
+    }
+
+    // 3. Record, append to the context, retire finished rows; the base reads the new tokens.
+    const auto base_top1 = base_logits.argmax(1).to(torch::kCPU);
+    std::vector<torch::Tensor> asst_top1(M);
+    for (int64_t j = 0; j < M; ++j)
+      if (assistant_logits[j].defined()) asst_top1[j] = assistant_logits[j].argmax(1).to(torch::kCPU);
+    std::vector<int64_t> still, still_pos;
+    std::vector<std::vector<int64_t>> next;
+    for (int64_t a = 0; a < A; ++a) {
+      const int64_t r = b.active[a];
+      DecodeResult& res = results[b.examples[r]];
+      TokenTrace tr;
+      tr.id = token[a];
+      tr.text = m.base.tokenizer().decode({token[a]});
+      tr.source = source[a];
+      if (o.trace_probs) {
+        const auto zr = z[a];
+        for (int64_t j = 0; j <= M; ++j) tr.probs.push_back(zr[j].item<float>());
+      }
+      tr.top1.assign(M + 1, -1);
+      tr.top1[0] = base_top1[a].item<int64_t>();
+      for (int64_t j = 0; j < M; ++j)
+        if (asst_top1[j].defined()) tr.top1[j + 1] = asst_top1[j][a].item<int64_t>();
+      if (source[a] != 0 && !asst_top1[source[a] - 1].defined())
+        tr.top1[source[a]] = o.sample ? -1 : token[a];  // greedy: the emitted token is its argmax
+      res.ids.push_back(token[a]);
+      res.n_deferred += source[a] != 0;
+      res.trace.push_back(std::move(tr));
+      b.context[r].push_back(token[a]);
+      if (o.on_token) o.on_token(b.examples[r], res.trace.back(), res.ids);
+
+      res.stop_reason = finish_reason(m, o, b, r, res);
+      if (res.stop_reason.empty()) {
+        still.push_back(r);
+        still_pos.push_back(a);
+        next.push_back({token[a]});
+      } else {
+        res.output = final_output(m, o, res);
+        res.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b.start).count();
+      }
+    }
+    b.active = still;
+    if (b.active.empty()) break;
+    base = m.base.extend(*base_state, b.active, next);
+    base_logits = usable_logits(base.logits, m.vocab, m.device);
+  }
+}
+
+void check_options(const DecodeOptions& o) {
+  COLM_CHECK(o.strategy == "defer" || o.strategy == "mixture",
+             "[decode] unknown strategy '" << o.strategy << "' (expected \"defer\" or \"mixture\")");
+  COLM_CHECK(o.batch_size >= 1, "[decode] batch_size must be >= 1, got " << o.batch_size);
+  COLM_CHECK(o.max_tokens >= 1, "[decode] max_tokens must be >= 1, got " << o.max_tokens);
+  COLM_CHECK(std::isfinite(o.threshold), "[decode] threshold must be a finite number");
+  if (o.sample) {
+    COLM_CHECK(o.temperature > 0 && std::isfinite(o.temperature),
+               "[decode] temperature must be > 0 when sampling, got " << o.temperature);
+    COLM_CHECK(o.top_p > 0 && o.top_p <= 1, "[decode] top_p must be in (0, 1], got " << o.top_p);
+  }
+}
+
+Models resolve_models(Expert& base, const std::vector<Expert*>& assistants) {
+  Models m{base, assistants, base.tokenizer().vocab_size(), base.info().max_positions, base.tokenizer().eos_id(),
+           base.device()};
+  COLM_CHECK(m.vocab > 0, "[decode] the base's tokenizer has an empty vocabulary");
+  COLM_CHECK(base.info().vocab_size >= m.vocab, "[decode] the base (" << base.info().source << ") has "
+                                                    << base.info().vocab_size << " output rows but its tokenizer has "
+                                                    << m.vocab << " tokens");
+  for (size_t j = 0; j < assistants.size(); ++j) {
+    COLM_CHECK(assistants[j] != nullptr, "[decode] assistant " << j + 1 << " is null");
+    const auto info = assistants[j]->info();
+    COLM_CHECK(info.vocab_size >= m.vocab, "[decode] assistant " << j + 1 << " (" << info.source << ") has "
+                                                                 << info.vocab_size << " output rows, fewer than the "
+                                                                 << m.vocab << " tokens of the base's tokenizer");
+    if (info.max_positions > 0) m.max_positions = m.max_positions > 0 ? std::min(m.max_positions, info.max_positions)
+                                                                      : info.max_positions;
+  }
+  if (m.max_positions <= 0) m.max_positions = std::numeric_limits<int64_t>::max();
+  return m;
+}
+
+// The policy used by decode_single: one model, always itself.
+class AlwaysBase final : public DeferralPolicy {
+ public:
+  PolicyNeeds needs() const override { return {}; }
+  torch::Tensor probs(const PolicyInput& in) override {
+    return torch::ones({static_cast<int64_t>(in.row_seeds.size()), 1});
+  }
+};
+
+}  // namespace
+
+uint64_t decode_row_seed(uint64_t run_seed, uint64_t example_seed, int64_t position) {
+  return mix_seed(mix_seed(run_seed, example_seed), static_cast<uint64_t>(position));
+}
+
+std::vector<DecodeResult> collaborative_decode(Expert& base, const std::vector<Expert*>& assistants,
+                                               DeferralPolicy& policy, const std::vector<std::string>& prompts,
+                                               const std::vector<uint64_t>& example_seeds,
+                                               const DecodeOptions& options) {
+  torch::NoGradGuard no_grad;
+  check_options(options);
+  Models m = resolve_models(base, assistants);
+  COLM_CHECK(example_seeds.empty() || example_seeds.size() == prompts.size(),
+             "[decode] " << example_seeds.size() << " example seeds for " << prompts.size() << " prompts");
+  std::vector<uint64_t> seeds = example_seeds;
+  for (size_t i = seeds.size(); i < prompts.size(); ++i) seeds.push_back(i);
+
+  std::vector<DecodeResult> results(prompts.size());
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  for (int64_t first = 0; first < n; first += options.batch_size) {
+    Batch b;
+    b.start = std::chrono::steady_clock::now();
+    for (int64_t i = first; i < std::min(n, first + options.batch_size); ++i) {
+      auto ids = base.tokenizer().encode(prompts[i], options.add_special_tokens);
+      COLM_CHECK(!ids.empty(), "[decode] prompt " << i << " encodes to no tokens (an empty prompt needs a BOS "
+                                                  "token: set add_special_tokens with a tokenizer that has one)");
+      COLM_CHECK(static_cast<int64_t>(ids.size()) <= m.max_positions,
+                 "[decode] prompt " << i << " has " << ids.size() << " tokens; the models accept at most "
+                                    << m.max_positions);
+      b.active.push_back(static_cast<int64_t>(b.examples.size()));
+      b.examples.push_back(i);
+      b.context.push_back(std::move(ids));
+    }
+    decode_batch(m, policy, b, options, seeds, results);
+  }
+  return results;
+}
+
+std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::string>& prompts,
+                                        const std::vector<uint64_t>& example_seeds, const DecodeOptions& options) {
+  AlwaysBase policy;
+  return collaborative_decode(model, {}, policy, prompts, example_seeds, options);
+}
+
+TeacherForcedTrace teacher_forced_trace(Expert& base, const std::vector<Expert*>& assistants,
+                                        DeferralPolicy& policy, const std::vector<int64_t>& prompt_ids,
+                                        const std::vector<int64_t>& target_ids, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  Models m = resolve_models(base, assistants);
+  const int64_t P = static_cast<int64_t>(prompt_ids.size()), T = static_cast<int64_t>(target_ids.size());
+  const int64_t M = static_cast<int64_t>(assistants.size());
+  COLM_CHECK(P >= 1, "[decode] teacher_forced_trace needs a non-empty prompt");
+  COLM_CHECK(T >= 1, "[decode] teacher_forced_trace needs a non-empty target");
+  COLM_CHECK(P + T - 1 <= m.max_positions, "[decode] prompt + target has " << P + T << " tokens; the models accept "
+                                                                           << m.max_positions);
+  for (int64_t id : target_ids)
+    COLM_CHECK(id >= 0 && id < m.vocab, "[decode] target token " << id << " is outside the vocabulary (" << m.vocab << ")");
+
+  // The state before target[t] is the model's output at position P-1+t of prompt + target[:-1].
+  std::vector<int64_t> seq(prompt_ids);
+  seq.insert(seq.end(), target_ids.begin(), target_ids.end() - 1);
+  auto run = [&](Expert& e) {
+    const auto ids = torch::tensor(seq, torch::kLong).unsqueeze(0).to(e.device());  // [1, P+T-1]
+    auto out = e.forward(ids, torch::Tensor());
+    return ExpertOutput{usable_logits(out.logits[0].narrow(0, P - 1, T), m.vocab, m.device),  // [T, V]
+                        out.hidden[0].narrow(0, P - 1, T).to(m.device, torch::kFloat32)};   // [T, d]
+  };
+  const ExpertOutput b = run(base);
+  std::vector<torch::Tensor> a_logits;
+  for (Expert* a : assistants) a_logits.push_back(run(*a).logits);
+
+  const PolicyNeeds needs = policy.needs();
+  PolicyInput in;
+  if (needs.base_hidden) in.base_hidden = b.hidden;
+  if (needs.base_logits) in.base_logits = b.logits;
+  if (needs.assistant_logits) in.assistant_logits = a_logits;
+  in.gold = torch::tensor(target_ids, torch::kLong).to(m.device);
+  for (int64_t t = 0; t < T; ++t) in.row_seeds.push_back(decode_row_seed(0, seed, t));
+
+  TeacherForcedTrace out;
+  out.probs = checked_policy_probs(policy.probs(in), T, M + 1);
+  std::vector<torch::Tensor> top1{b.logits.argmax(1)};
+  for (const auto& l : a_logits) top1.push_back(l.argmax(1));
+  out.top1 = torch::stack(top1, 1).to(torch::kCPU);  // [T, M+1]
+  out.gold = in.gold.to(torch::kCPU);
+  return out;
+}
+
+}  // namespace colm

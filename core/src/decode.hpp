@@ -1,0 +1,82 @@
+// The collaborative decoder (Co-LLM): a base model and M assistants generate together, a deferral
+// policy choosing at every token who emits it. Also the teacher-forced analysis of a policy.
+// Experts, policies and tokenizers come from plugins; metrics and storage are left to the caller.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "colm/expert.hpp"
+#include "colm/policy.hpp"
+
+namespace colm {
+
+// One generated token as recorded for reports and the results store.
+struct TokenTrace {
+  int64_t id = 0;
+  std::string text;             // decode({id}) (may be a partial UTF-8 sequence for byte-level tokens)
+  int source = 0;               // 0: the base emitted it; j: assistant j (1-based)
+  std::vector<float> probs;     // the policy's P(Z = 0..M) at this step (empty unless trace_probs)
+  std::vector<int64_t> top1;    // M+1 entries: each model's argmax at this step, -1 when not computed
+};
+
+struct DecodeOptions {
+  // Defer when 1 - P(Z=0) > threshold (eta), to the assistant with the highest P(Z=j).
+  double threshold = 0.5;
+  // "defer": the chosen model emits the token. "mixture": the token comes from
+  // sum_j P(Z=j) * softmax(logits_j) (every model runs at every step).
+  std::string strategy = "defer";
+  bool sample = false;          // false: greedy (argmax)
+  double temperature = 1.0;     // sampling only; > 0
+  double top_p = 1.0;           // sampling only; in (0, 1]
+  uint64_t seed = 0;            // run seed, mixed with each example's seed and the position
+  int64_t batch_size = 8;       // examples decoded together
+  int64_t max_tokens = 64;      // generated tokens per example, at most
+  std::vector<std::string> stop;  // a row finishes when its generated text contains one of these
+  bool add_special_tokens = true; // encode prompts with the tokenizer's post-processor (e.g. BOS)
+  bool trace_probs = true;      // fill TokenTrace::probs
+  // Optional: called after every generated token (streaming). `ids` is the example's generated ids
+  // so far, the new token included.
+  std::function<void(int64_t example, const TokenTrace& token, const std::vector<int64_t>& ids)> on_token;
+};
+
+struct DecodeResult {
+  std::string output;           // decoded generated text, cut before a stop string, without EOS
+  std::vector<int64_t> ids;     // generated ids (EOS and the token completing a stop string included)
+  std::vector<TokenTrace> trace;  // one per entry of ids
+  int64_t n_deferred = 0;       // tokens with source != 0
+  double latency_s = 0;         // from the start of the example's batch until the example finished
+  std::string stop_reason;      // "eos", "stop", "max_tokens" or "max_positions"
+};
+
+// Decodes every prompt with the base and the assistants (M >= 0; M = 0 is plain decoding and needs a
+// policy returning [R, 1], see decode_single). Results are in prompt order. Deterministic: the same
+// inputs, options and seeds give the same tokens whatever the batch size.
+// example_seeds: one per prompt (empty: the prompt's index is its seed).
+std::vector<DecodeResult> collaborative_decode(Expert& base, const std::vector<Expert*>& assistants,
+                                               DeferralPolicy& policy, const std::vector<std::string>& prompts,
+                                               const std::vector<uint64_t>& example_seeds,
+                                               const DecodeOptions& options);
+
+// One model alone: collaborative_decode with no assistants and a policy that never defers.
+std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::string>& prompts,
+                                        const std::vector<uint64_t>& example_seeds, const DecodeOptions& options);
+
+// Teacher-forced analysis: every model reads prompt + target once; for each target position t the
+// policy sees the state before target[t] (gold = target[t]).
+struct TeacherForcedTrace {
+  torch::Tensor probs;  // [T, M+1] float32: the policy's P(Z = j) before each target token
+  torch::Tensor top1;   // [T, M+1] int64: each model's argmax before each target token
+  torch::Tensor gold;   // [T] int64: the target tokens
+};
+TeacherForcedTrace teacher_forced_trace(Expert& base, const std::vector<Expert*>& assistants,
+                                        DeferralPolicy& policy, const std::vector<int64_t>& prompt_ids,
+                                        const std::vector<int64_t>& target_ids, uint64_t seed = 0);
+
+// The seed a policy sees for (run seed, example seed, position): what PolicyInput::row_seeds holds.
+uint64_t decode_row_seed(uint64_t run_seed, uint64_t example_seed, int64_t position);
+
+}  // namespace colm
