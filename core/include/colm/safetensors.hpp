@@ -11,27 +11,9 @@
 #include <torch/types.h>
 
 #include "colm/error.hpp"
+#include "colm/safetensors_header.hpp"  // TensorEntry, SafetensorsHeader, parse_safetensors_header
 
 namespace colm {
-
-struct TensorEntry {
-  std::string name;
-  std::string dtype;             // "F32", "F16", "BF16", "I64", "I32", ...
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;   // byte offsets relative to the data section
-};
-
-struct SafetensorsHeader {
-  uint64_t header_size = 0;                         // JSON length (the 8-byte prefix excluded)
-  std::map<std::string, std::string> metadata;      // "__metadata__"
-  std::map<std::string, TensorEntry> tensors;
-};
-
-// Parses and validates a safetensors header from the first bytes of a file of file_size bytes:
-// length prefix, JSON, dtypes, shapes, offsets (in range, no overlap, shape x dtype == bytes).
-// `what` names the file in errors. Pure function: the fuzz target drives it.
-COLM_VISIBLE SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
-                                                        uint64_t file_size, const std::string& what);
 
 // One memory-mapped .safetensors file.
 class COLM_VISIBLE SafetensorsFile {
