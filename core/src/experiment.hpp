@@ -1,0 +1,185 @@
+// The experiment schema: TOML -> a validated ExperimentSpec (every key known, defaults resolved,
+// cross-option rules checked in one place), plugin loading and checks, and run expansion with keys.
+// Executing the stages (prepare, score, train, calibrate, sweep) is left to runner.hpp.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "colm/config.hpp"
+#include "colm/plugin.hpp"
+
+namespace colm {
+
+class Registry;
+
+// [experts.NAME.train]: language-model training of an expert before it is used.
+struct LmTrainSpec {
+  std::string objective;   // "lm"
+  std::string data;        // "task" (the task's train split: prompt + target) or a text/jsonl file
+  int64_t steps = 0;
+  double lr = 0;
+  int64_t batch_size = 0;
+  int64_t seq_len = 0;
+  int64_t seed = 0;
+  std::string canonical;   // canonical form of the table (for artifact keys)
+};
+
+// [experts.NAME]
+struct ExpertSpec {
+  std::string name;
+  std::string plugin;
+  std::string role;        // "base" or "assistant"
+  std::string checkpoint;  // the plugin's `checkpoint` key when present ("" for a fresh architecture)
+  std::optional<LmTrainSpec> train;
+  ConfigView config;       // the whole [experts.NAME] table; the plugin reads its own keys from it
+};
+
+// [task]
+struct TaskSpec {
+  std::string plugin;
+  ConfigView config;
+};
+
+// A deferral policy: [train.NAME] (trained by core's trainer) or [policies.NAME] (used as given).
+struct PolicySpec {
+  std::string name;
+  std::string section;     // "train" or "policies"
+  std::string plugin;
+  bool trained = false;
+  // Training (section "train" only).
+  std::string objective;   // "marginal_likelihood" or "weak_supervision"
+  std::string init;        // "none" or "weak_supervision"
+  bool finetune_base = false;
+  int64_t steps = 0;
+  int64_t init_steps = 0;
+  double lr = 0;
+  int64_t batch_size = 0;
+  int64_t seed = 0;
+  std::string split;       // training split
+  int64_t max_examples = 0;
+  ConfigView config;
+};
+
+// [calibrate]
+struct CalibrateSpec {
+  std::vector<double> eta;           // grid of thresholds, or
+  std::vector<double> target_rates;  // target deferral rates (exactly one of the two is non-empty)
+  std::string metric;                // "" = the task's primary metric
+  std::string split;
+  std::vector<std::string> policies; // policies calibrated (default: every policy in the sweep)
+  int64_t max_examples = 0;
+};
+
+// [sweep]
+struct SweepSpec {
+  std::vector<std::string> policies;
+  std::vector<double> eta;
+  std::vector<std::string> strategies;  // "defer", "mixture"
+  std::vector<int64_t> seeds;
+  std::vector<std::string> zip;         // axes iterated together instead of crossed
+  std::vector<std::string> baselines;   // expert names run alone
+  bool calibrated = false;              // add one run per policy at its calibrated eta
+  std::string split;
+  int64_t max_examples = 0;
+  bool sample = false;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t batch_size = 8;
+};
+
+// [report]
+struct ReportSpec {
+  int64_t bootstrap_samples = 1000;
+  double confidence = 0.95;
+  int64_t examples = 20;
+};
+
+struct ExperimentSpec {
+  std::string file;
+  std::string name;
+  std::string description;
+  int64_t seed = 0;
+  std::string database;
+  std::string artifacts_dir;
+  std::string device;
+  std::vector<ExpertSpec> experts;  // document order
+  TaskSpec task;
+  std::vector<PolicySpec> policies; // [train.*] then [policies.*]
+  std::optional<CalibrateSpec> calibrate;
+  SweepSpec sweep;
+  ReportSpec report;
+  ConfigView root;
+
+  const ExpertSpec& expert(const std::string& name) const;
+  const PolicySpec& policy(const std::string& name) const;
+  const ExpertSpec& base() const;
+  std::vector<const ExpertSpec*> assistants() const;
+};
+
+// Reads and validates every core-owned key (types, required keys, unknown sections and keys of core
+// tables, cross-option rules). Plugin-owned keys are checked when the plugins are created.
+// Throws ConfigError "file:line:col: key: problem".
+ExperimentSpec parse_experiment(const ConfigView& root);
+// from_file + --set overrides + parse_experiment.
+ExperimentSpec parse_experiment_file(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Plugin objects of an experiment and the content keys derived from them.
+struct LoadedExperiment {
+  std::shared_ptr<Task> task;
+  std::string task_key;
+  std::map<std::string, std::shared_ptr<Expert>> experts;  // absent when not instantiated (dry run of a big checkpoint)
+  std::map<std::string, std::string> expert_keys;          // key of each expert as used (after lm training)
+  std::map<std::string, ExpertInfo> expert_info;
+  std::map<std::string, std::shared_ptr<DeferralPolicy>> policies;
+  std::map<std::string, std::string> policy_keys;          // key of each policy artifact (trained or not)
+  std::map<std::string, std::string> plugin_versions;      // "kind/name" -> version
+};
+
+struct LoadOptions {
+  // Experts whose weight files exceed this many bytes are not instantiated in a dry run: their
+  // checkpoint directory, config.json and tokenizer.json are checked instead (their plugin-specific
+  // keys are then checked only by a real run).
+  int64_t dry_run_max_checkpoint_bytes = int64_t(2) << 30;
+  bool dry_run = false;
+};
+
+// Creates the task, experts and policies through the registry (unknown plugin -> ConfigError naming
+// it, where it is and the available ones), checks checkpoint directories, the vocabularies and that
+// every key was read. Nothing is trained or decoded.
+LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& registry, const LoadOptions& options);
+
+// Content key of an lm-trained expert, of a trained policy and of a calibration (used by the runner too).
+std::string expert_artifact_key(const ExpertSpec& spec, const std::string& initial_key, const std::string& task_key,
+                                const std::string& plugin_version);
+std::string policy_artifact_key(const PolicySpec& spec, const std::string& plugin_version, const std::string& base_key,
+                                const std::vector<std::string>& assistant_keys, const std::string& task_key);
+std::string calibration_key(const ExperimentSpec& spec, const std::string& policy, const std::string& strategy,
+                            const LoadedExperiment& loaded);
+
+// One run of the sweep.
+struct RunSpec {
+  std::string kind;        // "policy" or "single"
+  std::string policy;      // policy name, or the expert name of a single-model run
+  std::optional<double> eta;  // absent: the calibrated eta (or not applicable for single runs)
+  bool calibrated = false;
+  std::string strategy;    // "defer", "mixture"; "single" for single-model runs
+  std::string split;
+  int64_t seed = 0;
+  std::string key;         // content hash: params + plugin versions + input artifact keys
+  nlohmann::json params;   // resolved parameters (what the key hashes, readable)
+};
+
+// The runs of the sweep, in a stable order (policies, then eta, strategy, seed; zipped axes together;
+// then calibrated runs; then single-model baselines). Duplicate keys are dropped.
+std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperiment& loaded);
+
+// "policy=colm eta=0.30 strategy=defer split=test seed=0 key=1a2b3c4d5e6f"
+std::string describe_run(const RunSpec& run);
+
+}  // namespace colm
