@@ -256,8 +256,12 @@ std::string location(Impl& impl, const std::string& full) {
       auto* tbl = parent->as_table();
       auto it = tbl->find(last_component(p));
       if (it != tbl->end()) {
-        if (it->first.source().begin.line > 0) return format_position(it->first.source(), impl.source);
-        if (it->second.source().begin.line > 0) return format_position(it->second.source(), impl.source);
+        // A [table] header points at its '['; any other key at the key itself.
+        const auto& key_src = it->first.source();
+        const auto& node_src = it->second.source();
+        if (it->second.is_table() && node_src.begin.line > 0) return format_position(node_src, impl.source);
+        if (key_src.begin.line > 0) return format_position(key_src, impl.source);
+        if (node_src.begin.line > 0) return format_position(node_src, impl.source);
       }
     }
   }
