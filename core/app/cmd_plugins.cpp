@@ -1,0 +1,145 @@
+// `colm plugins`: lists the loaded plugins and the refused files with their reasons;
+// `colm plugins --check FILE` says whether one file would be accepted and why (exit 0 / 1).
+#include <filesystem>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli.hpp"
+#include "colm/api.hpp"
+#include "../src/registry.hpp"  // core/src is not on the app's include path
+
+namespace colm::cli {
+
+namespace {
+
+namespace po = boost::program_options;
+
+constexpr const char* kFactoryNote =
+    "not checked: calling the factory needs the plugin's configuration (its table in an experiment); "
+    "`colm run` reports a failing factory with the plugin's name";
+
+int check_one(const std::string& path, bool json, const GlobalOptions& global) {
+  const auto r = Registry::inspect(path);
+  const auto core = core_build_info();
+  // A second file with the same kind and name in the search path decides which one wins a scan.
+  std::string shadow;
+  if (r.accepted) {
+    // The other files' own refusals are not what was asked about: keep them out of the log.
+    const auto level = spdlog::get_level();
+    spdlog::set_level(spdlog::level::err);
+    Registry others;
+    others.scan(Registry::default_dirs(global.plugin_dirs, global.argv0));
+    spdlog::set_level(level);
+    const auto kind = static_cast<PluginKind>(r.kind);
+    const auto other = others.path_of(kind, r.name);
+    std::error_code ec1, ec2;
+    if (!other.empty() && std::filesystem::weakly_canonical(other, ec1) != std::filesystem::weakly_canonical(path, ec2)) {
+      shadow = std::string("another ") + to_string(kind) + " plugin named '" + r.name + "' is loaded from " + other +
+               " by the plugin search path; a scan keeps the first one found";
+    }
+  }
+  if (json) {
+    nlohmann::json j;
+    j["path"] = r.path;
+    j["accepted"] = r.accepted;
+    j["reason"] = r.reason;
+    j["checks"] = nlohmann::json::array();
+    for (const auto& c : r.checks) j["checks"].push_back({{"check", c.name}, {"ok", c.ok}, {"detail", c.detail}});
+    j["factory"] = kFactoryNote;
+    j["core"] = {{"api_version", core.api_version}, {"compiler", core.compiler}, {"cxx11_abi", core.cxx11_abi},
+                 {"torch_version", core.torch_version}};
+    if (r.info_read) {
+      j["plugin"] = {{"api_version", r.api_version},
+                     {"kind", r.kind >= 1 && r.kind <= 3 ? to_string(static_cast<PluginKind>(r.kind)) : "unknown"},
+                     {"name", r.name},
+                     {"version", r.version},
+                     {"compiler", r.compiler},
+                     {"cxx11_abi", r.cxx11_abi},
+                     {"torch_version", r.torch_version}};
+    } else if (r.api_version != 0) {
+      j["plugin"] = {{"api_version", r.api_version}};
+    }
+    if (!shadow.empty()) j["note"] = shadow;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << r.path << ": " << (r.accepted ? "accepted" : "refused: " + r.reason) << "\n";
+    for (const auto& c : r.checks) {
+      std::cout << "  " << c.name << std::string(c.name.size() < 16 ? 16 - c.name.size() : 1, ' ')
+                << (c.ok ? "ok      " : "FAILED  ") << c.detail << "\n";
+    }
+    if (r.accepted) std::cout << "  factory         " << kFactoryNote << "\n";
+    if (!shadow.empty()) std::cout << "  note: " << shadow << "\n";
+  }
+  return r.accepted ? 0 : 1;
+}
+
+int list_all(bool json, const GlobalOptions& global) {
+  const auto dirs = Registry::default_dirs(global.plugin_dirs, global.argv0);
+  Registry registry;
+  registry.scan(dirs);
+  if (json) {
+    nlohmann::json j;
+    j["dirs"] = dirs;
+    j["loaded"] = nlohmann::json::array();
+    for (const auto& p : registry.loaded()) {
+      j["loaded"].push_back({{"kind", to_string(p.kind)}, {"name", p.name}, {"version", p.version}, {"path", p.path}});
+    }
+    j["refused"] = nlohmann::json::array();
+    for (const auto& p : registry.refused()) j["refused"].push_back({{"path", p.path}, {"reason", p.reason}});
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "plugin directories (in search order):\n";
+  if (dirs.empty()) std::cout << "  (none exist; use --plugin-dir or COLM_PLUGIN_PATH)\n";
+  for (const auto& d : dirs) std::cout << "  " << d << "\n";
+  std::cout << "\nloaded (" << registry.loaded().size() << "):\n";
+  size_t wname = 4, wver = 7;
+  for (const auto& p : registry.loaded()) {
+    wname = std::max(wname, p.name.size());
+    wver = std::max(wver, p.version.size());
+  }
+  for (const auto& p : registry.loaded()) {
+    const std::string kind = to_string(p.kind);
+    std::cout << "  " << kind << std::string(8 - kind.size(), ' ') << p.name << std::string(wname + 2 - p.name.size(), ' ')
+              << p.version << std::string(wver + 2 - p.version.size(), ' ') << p.path << "\n";
+  }
+  std::cout << "\nrefused (" << registry.refused().size() << "):\n";
+  for (const auto& p : registry.refused()) std::cout << "  " << p.path << ": " << p.reason << "\n";
+  return 0;
+}
+
+int run_plugins(const std::vector<std::string>& args, const GlobalOptions& global) {
+  po::options_description desc(
+      "usage: colm plugins [--check FILE] [--json]\n\n"
+      "Lists every plugin found in the plugin directories (next to the binary, COLM_PLUGIN_PATH,\n"
+      "--plugin-dir) and every file that was refused, with the reason. With --check, inspects one\n"
+      "file: exit status 0 when it would be accepted, 1 when refused.\n\noptions");
+  std::string check;
+  desc.add_options()("help,h", "this help")("check", po::value<std::string>(&check)->value_name("FILE"),
+                                            "inspect one plugin file (API version, build fingerprint, symbols)")(
+      "json", "machine-readable output");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "colm plugins: " << e.what() << " (see colm plugins --help)\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  const bool json = vm.count("json") > 0;
+  if (vm.count("check")) return check_one(check, json, global);
+  return list_all(json, global);
+}
+
+const RegisterCommand kRegister("plugins", "list loaded and refused plugins; --check FILE inspects one", run_plugins);
+
+}  // namespace
+
+}  // namespace colm::cli
