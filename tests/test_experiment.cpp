@@ -6,6 +6,9 @@
 #include <fstream>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
+#include "colm/tokenizer.hpp"
 #include "experiment.hpp"
 #include "registry.hpp"
 #include "support.hpp"
@@ -63,6 +66,25 @@ policies = ["conf", "rand"]
 eta = [0.2, 0.5]
 baselines = ["base", "helper"]
 )";
+
+// A byte-level tokenizer.json whose ids 65 and 66 are swapped: same size and kind as the experts'
+// own vocabulary, yet ids mean other strings.
+std::string swapped_tokenizer() {
+  auto j = nlohmann::json::parse(Tokenizer::byte_level().to_json_string());
+  auto& vocab = j.at("model").at("vocab");
+  std::string a, b;
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (it.value() == 65) a = it.key();
+    if (it.value() == 66) b = it.key();
+  }
+  REQUIRE(!a.empty());
+  REQUIRE(!b.empty());
+  vocab[a] = 66;
+  vocab[b] = 65;
+  const auto path = test::temp_dir("colm-tok") + "/tokenizer.json";
+  std::ofstream(path) << j.dump();
+  return path;
+}
 
 std::string replace(std::string text, const std::string& from, const std::string& to) {
   const auto pos = text.find(from);
@@ -157,7 +179,7 @@ TEST_CASE("malformed experiments fail before any work, naming the problem and wh
        {"unknown key 'experts.base.n_layers'", "exp.toml:"}},
       {"unknown section", replace(kValid, "[sweep]", "[sweeps]\neta = 1\n[sweep]"), {"unknown section 'sweeps'", "exp.toml:"}},
       {"wrong type", replace(kValid, "seed = 1", "seed = \"one\""), {"experiment.seed", "exp.toml:3:"}},
-      {"missing required key", replace(kValid, "name = \"schema-test\"\n", ""), {"experiment.name"}},
+      {"missing required key", replace(kValid, "name = \"schema-test\"\n", ""), {"'name'", "[experiment]", "exp.toml:"}},
       {"unknown task plugin", replace(kValid, "plugin = \"arithmetic\"", "plugin = \"arithmetik\""),
        {"unknown task plugin 'arithmetik'", "available", "arithmetic", "exp.toml:"}},
       {"unknown expert plugin", replace(kValid, "plugin = \"transformer\"", "plugin = \"transfromer\""),
@@ -165,8 +187,14 @@ TEST_CASE("malformed experiments fail before any work, naming the problem and wh
       {"missing checkpoint", replace(kValid, "family = \"gpt2\"", "checkpoint = \"/nonexistent/ckpt\""),
        {"checkpoint directory '/nonexistent/ckpt' does not exist", "experts.base.checkpoint", "exp.toml:"}},
       {"mismatched vocabularies",
-       replace(kValid, "init_seed = 2", "init_seed = 2\nvocab_size = 300"),
-       {"assistant 'helper'", "rows", "exp.toml:"}},
+       replace(kValid, "init_seed = 2", "init_seed = 2\nvocab = \"tokenizer\"\ntokenizer = \"" + swapped_tokenizer() + "\""),
+       {"assistant 'helper'", "different tokenizers", "exp.toml:"}},
+      {"unknown calibration metric", kValid + "\n[calibrate]\nmetric = \"acc\"\n",
+       {"has no metric 'acc'", "accuracy", "calibrate.metric", "exp.toml:"}},
+      {"an oracle in the sweep",
+       replace(replace(kValid, "[sweep]", "[policies.oracle]\nplugin = \"rules\"\nrule = \"oracle\"\n\n[sweep]"),
+               "policies = [\"conf\", \"rand\"]", "policies = [\"conf\", \"oracle\"]"),
+       {"policy 'oracle' needs the gold next token", "sweep.policies", "exp.toml:"}},
       {"empty grid", replace(kValid, "eta = [0.2, 0.5]", "eta = []"), {"empty grid", "sweep.eta", "exp.toml:"}},
       {"no eta and no calibration", replace(kValid, "eta = [0.2, 0.5]\n", ""), {"empty grid", "sweep.eta"}},
       {"eta outside [0, 1]", replace(kValid, "eta = [0.2, 0.5]", "eta = [0.2, 1.5]"),
@@ -181,8 +209,10 @@ TEST_CASE("malformed experiments fail before any work, naming the problem and wh
       {"bad role", replace(kValid, "role = \"assistant\"", "role = \"helper\""), {"'helper' is not one of", "experts.helper.role"}},
       {"calibration on the test split",
        kValid + "\n[calibrate]\nsplit = \"test\"\n", {"calibrate.split", "test"}},
-      {"calibration and target rates together",
-       kValid + "\n[calibrate]\neta = [0.1]\ntarget_rates = [0.2]\n", {"either eta or target_rates"}},
+      {"target rate outside [0, 1]", kValid + "\n[calibrate]\ntarget_rates = [0.2, 2]\n",
+       {"outside [0, 1]", "calibrate.target_rates"}},
+      {"a calibration grid with a repeated value", kValid + "\n[calibrate]\neta = [0.1, 0.3, 0.1]\n",
+       {"twice", "calibrate.eta"}},
       {"zip of unequal axes", replace(kValid, "eta = [0.2, 0.5]", "eta = [0.2, 0.5, 0.7]\nzip = [\"policies\", \"eta\"]"),
        {"same length", "sweep.zip"}},
       {"unknown strategy", replace(kValid, "eta = [0.2, 0.5]", "eta = [0.2]\nstrategies = [\"greedy\"]"),
@@ -209,7 +239,9 @@ TEST_CASE("an assistant with another tokenizer is refused before any work", "[ex
                             "checkpoint = \"" + ckpt + "\"");
   const auto msg = error_of(text);
   INFO(msg);
-  CHECK(msg.find("vocabulary of assistant 'helper'") != std::string::npos);
+  // The fixture has no tokenizer.json of its own: it cannot share the base's byte vocabulary.
+  CHECK(msg.find("assistant 'helper'") != std::string::npos);
+  CHECK(msg.find("tokenizer") != std::string::npos);
   CHECK(msg.find("exp.toml:") != std::string::npos);
 }
 
@@ -235,6 +267,20 @@ TEST_CASE("zipped axes iterate together and seeds multiply policy runs only", "[
     CHECK(cal.calibrated);
     CHECK_FALSE(cal.eta.has_value());
     CHECK(cal.params.contains("calibration_key"));
+  }
+  SECTION("target rates: one calibrated run per rate") {
+    const auto l = load(kValid + "\n[calibrate]\ntarget_rates = [0.1, 0.4]\npolicies = [\"conf\"]\n");
+    REQUIRE(l.runs.size() == 8);
+    CHECK(l.spec.calibrate->eta.size() == 9);  // the default grid is measured
+    REQUIRE(l.runs[4].target_rate.has_value());
+    CHECK(*l.runs[4].target_rate == Approx(0.1));
+    CHECK(*l.runs[5].target_rate == Approx(0.4));
+    CHECK(l.runs[4].key != l.runs[5].key);
+    CHECK(describe_run(l.runs[5]).find("eta=calibrated@rate=0.4") != std::string::npos);
+  }
+  SECTION("an output layer padded beyond the tokenizer is compatible") {
+    const auto l = load(replace(kValid, "init_seed = 2", "init_seed = 2\nvocab_size = 300"));
+    CHECK(l.runs.size() == 6);
   }
   SECTION("--set overrides the grid") {
     const auto l = load(kValid, {"sweep.eta=[0.9]", "sweep.baselines=[]"});

@@ -86,7 +86,9 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   ro.shard = sh;
   const auto summary = run_experiment(spec, loaded, runs, registry, ro);
   std::cout << "experiment " << spec.name << ": " << summary.runs_done << " runs done, " << summary.runs_skipped
-            << " already finished, " << summary.runs_failed << " failed; results in " << spec.database << "\n";
+            << " already finished, " << summary.runs_failed << " failed; " << summary.examples_decoded
+            << " examples decoded, " << summary.calibration_points << " calibration points decoded ("
+            << summary.calibration_reused << " reused); results in " << spec.database << "\n";
   return summary.runs_failed ? 1 : 0;
 }
 

@@ -15,6 +15,7 @@
 #include "colm/hash.hpp"
 #include "colm/tokenizer.hpp"
 #include "registry.hpp"
+#include "vocab_check.hpp"
 
 namespace fs = std::filesystem;
 
@@ -296,17 +297,23 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
   if (has_calibrate) {
     const auto c = root.sub("calibrate");
     CalibrateSpec cal;
-    cal.eta = c.get_doubles("eta", {}, "threshold grid searched for the best metric");
-    cal.target_rates = c.get_doubles("target_rates", {}, "deferral rates to match instead of a metric");
+    cal.eta = c.get_doubles("eta", {}, "threshold grid measured on the split (default 0.1, 0.2, ..., 0.9)");
+    cal.target_rates = c.get_doubles("target_rates", {},
+                                     "deferral rates to match: per rate, the grid point whose measured rate is closest");
     cal.metric = c.get_string("metric", "", "metric maximised (default: the task's primary metric)");
     cal.split = c.get_string("split", "valid", "split eta is chosen on (never the sweep's split)");
     cal.policies = c.get_strings("policies", s.sweep.policies, "policies calibrated (default: all in the sweep)");
     cal.max_examples = c.get_int("max_examples", 0, "calibrate on at most this many examples (0: all)");
-    if (c.has("eta") && c.has("target_rates")) c.fail("target_rates", "give either eta or target_rates, not both");
     check_not_empty_if_given(c, "eta", cal.eta.size());
     check_not_empty_if_given(c, "target_rates", cal.target_rates.size());
-    if (cal.eta.empty() && cal.target_rates.empty())
-      cal.eta = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+    // The grid is measured in both modes; target rates only change how a point is chosen.
+    if (cal.eta.empty()) cal.eta = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+    {
+      auto sorted = cal.eta;
+      std::sort(sorted.begin(), sorted.end());
+      if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+        c.fail("eta", "the calibration grid lists a value twice");
+    }
     check_unit_interval(c, "eta", cal.eta);
     check_unit_interval(c, "target_rates", cal.target_rates);
     if (cal.split == s.sweep.split)
@@ -510,27 +517,54 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
   }
 
   // Vocabulary compatibility: every assistant must share the base's token ids, because the chosen
-  // token is appended to every model's context.
+  // token is appended to every model's context. Loaded experts go through vocab_check.hpp's rules
+  // (tokenizers, special ids, output rows; padded output layers are fine); an expert not loaded in
+  // a dry run is compared by its tokenizer.json.
   const auto& base = spec.base();
-  auto tokenizer_of = [&](const ExpertSpec& e) -> std::optional<Tokenizer> {
-    if (L.experts.count(e.name)) return L.experts.at(e.name)->tokenizer();
-    const auto path = fs::path(e.checkpoint) / "tokenizer.json";
-    if (!fs::exists(path)) e.config.fail("checkpoint", "checkpoint '" + e.checkpoint + "' has no tokenizer.json");
-    return Tokenizer::from_file(path.string());
-  };
-  const auto base_tok = tokenizer_of(base);
   for (const auto* a : spec.assistants()) {
+    if (L.experts.count(base.name) && L.experts.count(a->name)) {
+      try {
+        check_vocab_compatible({{base.name, L.experts.at(base.name).get()}, {a->name, L.experts.at(a->name).get()}});
+      } catch (const ConfigError&) {
+        throw;
+      } catch (const Error& err) {
+        a->config.fail("", "assistant '" + a->name + "' cannot share token ids with the base '" + base.name +
+                               "': " + err.what());
+      }
+      continue;
+    }
+    auto tokenizer_of = [&](const ExpertSpec& e) -> Tokenizer {
+      if (L.experts.count(e.name)) return L.experts.at(e.name)->tokenizer();
+      const auto path = fs::path(e.checkpoint) / "tokenizer.json";
+      if (!fs::exists(path)) e.config.fail("checkpoint", "checkpoint '" + e.checkpoint + "' has no tokenizer.json");
+      return Tokenizer::from_file(path.string());
+    };
+    const auto base_tok = tokenizer_of(base);
     const auto tok = tokenizer_of(*a);
-    const auto& bi = L.expert_info.at(base.name);
-    const auto& ai = L.expert_info.at(a->name);
-    if (base_tok->fingerprint() != tok->fingerprint())
-      a->config.fail("", "vocabulary of assistant '" + a->name + "' (" + tok->kind() + ", " +
-                             std::to_string(tok->vocab_size()) + " tokens) differs from the base '" + base.name +
-                             "' (" + base_tok->kind() + ", " + std::to_string(base_tok->vocab_size()) +
+    if (base_tok.fingerprint() != tok.fingerprint())
+      a->config.fail("", "vocabulary of assistant '" + a->name + "' (" + tok.kind() + ", " +
+                             std::to_string(tok.vocab_size()) + " tokens) differs from the base '" + base.name +
+                             "' (" + base_tok.kind() + ", " + std::to_string(base_tok.vocab_size()) +
                              " tokens): token-level collaboration needs one shared vocabulary");
-    if (bi.vocab_size && ai.vocab_size && bi.vocab_size != ai.vocab_size)
-      a->config.fail("", "output layer of assistant '" + a->name + "' has " + std::to_string(ai.vocab_size) +
-                             " rows, the base '" + base.name + "' has " + std::to_string(bi.vocab_size));
+    for (const auto* e : {&base, a}) {
+      const auto& info = L.expert_info.at(e->name);
+      if (info.vocab_size && info.vocab_size < tok.vocab_size())
+        e->config.fail("", "output layer of expert '" + e->name + "' has " + std::to_string(info.vocab_size) +
+                               " rows but its tokenizer has " + std::to_string(tok.vocab_size()) + " ids");
+    }
+  }
+
+  // A calibration metric the task does not produce would only show after decoding: check it on the
+  // reference targets of the calibration split now.
+  if (spec.calibrate && !spec.calibrate->metric.empty()) {
+    std::set<std::string> names;
+    const auto examples = L.task->examples(spec.calibrate->split);
+    for (size_t i = 0; i < examples.size() && i < 20; ++i)
+      for (const auto& [name, value] : L.task->score(examples[i], examples[i].target)) names.insert(name);
+    if (!names.empty() && !names.count(spec.calibrate->metric))
+      spec.root.sub("calibrate").fail("metric", "task '" + spec.task.plugin + "' has no metric '" +
+                                                    spec.calibrate->metric + "' (its metrics: " +
+                                                    join({names.begin(), names.end()}) + ")");
   }
 
   // Policies.
@@ -554,6 +588,12 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
     L.policy_keys[p.name] = policy_artifact_key(p, version, L.expert_keys.at(base.name), assistant_keys, L.task_key);
     L.policies[p.name] = std::move(policy);
   }
+
+  // A policy that needs the gold next token (the oracle) can only be analysed teacher-forced.
+  for (const auto& name : spec.sweep.policies)
+    if (L.policies.at(name)->needs().gold)
+      spec.root.sub("sweep").fail("policies", "policy '" + name + "' needs the gold next token (an oracle): it "
+                                              "cannot generate, so it cannot be part of the sweep");
 
   // Whatever is left unread anywhere is a misspelt or unsupported key.
   spec.root.check_all_read();
@@ -601,12 +641,13 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     runs.push_back(std::move(r));
   };
   auto policy_run = [&](const std::string& policy, std::optional<double> eta, const std::string& strategy,
-                        int64_t seed) {
+                        int64_t seed, std::optional<double> target_rate = std::nullopt) {
     RunSpec r;
     r.kind = "policy";
     r.policy = policy;
     r.eta = eta;
     r.calibrated = !eta.has_value();
+    r.target_rate = target_rate;
     r.strategy = strategy;
     r.split = sw.split;
     r.seed = seed;
@@ -618,6 +659,7 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     j["assistant_keys"] = assistant_keys;
     if (eta) j["eta"] = *eta;
     else j["calibration_key"] = calibration_key(spec, policy, strategy, L);
+    if (target_rate) j["target_rate"] = *target_rate;
     j["strategy"] = strategy;
     j["seed"] = seed;
     r.params = std::move(j);
@@ -645,10 +687,16 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
             for (size_t di : range("seeds", sw.seeds.size(), z))
               policy_run(sw.policies[pi], sw.eta[ei], sw.strategies[si], sw.seeds[di]);
   }
-  if (sw.calibrated && spec.calibrate)
+  if (sw.calibrated && spec.calibrate) {
+    // Target-rate calibration gives one eta per rate, hence one run per rate.
+    std::vector<std::optional<double>> rates;
+    for (double r : spec.calibrate->target_rates) rates.emplace_back(r);
+    if (rates.empty()) rates.emplace_back(std::nullopt);
     for (const auto& p : spec.calibrate->policies)
-      for (const auto& st : sw.strategies)
-        for (int64_t seed : sw.seeds) policy_run(p, std::nullopt, st, seed);
+      for (const auto& rate : rates)
+        for (const auto& st : sw.strategies)
+          for (int64_t seed : sw.seeds) policy_run(p, std::nullopt, st, seed, rate);
+  }
 
   for (const auto& b : sw.baselines) {
     RunSpec r;
@@ -679,7 +727,14 @@ std::string describe_run(const RunSpec& r) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.4g", *r.eta);
     os << buf;
-  } else os << "calibrated";
+  } else {
+    os << "calibrated";
+    if (r.target_rate) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.4g", *r.target_rate);
+      os << "@rate=" << buf;
+    }
+  }
   os << " strategy=" << r.strategy << " split=" << r.split << " seed=" << r.seed << " key=" << r.key.substr(0, 12);
   return os.str();
 }

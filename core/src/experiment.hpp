@@ -68,8 +68,8 @@ struct PolicySpec {
 
 // [calibrate]
 struct CalibrateSpec {
-  std::vector<double> eta;           // grid of thresholds, or
-  std::vector<double> target_rates;  // target deferral rates (exactly one of the two is non-empty)
+  std::vector<double> eta;           // grid of thresholds measured on the split (never empty)
+  std::vector<double> target_rates;  // optional: deferral rates to match instead of the best metric
   std::string metric;                // "" = the task's primary metric
   std::string split;
   std::vector<std::string> policies; // policies calibrated (default: every policy in the sweep)
@@ -168,6 +168,7 @@ struct RunSpec {
   std::string policy;      // policy name, or the expert name of a single-model run
   std::optional<double> eta;  // absent: the calibrated eta (or not applicable for single runs)
   bool calibrated = false;
+  std::optional<double> target_rate;  // calibrated runs with [calibrate] target_rates: the rate matched
   std::string strategy;    // "defer", "mixture"; "single" for single-model runs
   std::string split;
   int64_t seed = 0;
@@ -179,7 +180,8 @@ struct RunSpec {
 // then calibrated runs; then single-model baselines). Duplicate keys are dropped.
 std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperiment& loaded);
 
-// "policy=colm eta=0.30 strategy=defer split=test seed=0 key=1a2b3c4d5e6f"
+// "policy=colm eta=0.3 strategy=defer split=test seed=0 key=1a2b3c4d5e6f" (calibrated runs:
+// "eta=calibrated", or "eta=calibrated@rate=0.2" with target rates)
 std::string describe_run(const RunSpec& run);
 
 }  // namespace colm

@@ -2,13 +2,26 @@
 // Training goes through train.hpp, decoding through decode.hpp; storage is the ResultsStore (store.hpp).
 #include "runner.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
+#include <nlohmann/json.hpp>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
+#include "colm/api.hpp"
+#include "colm/hash.hpp"
+#include "decode.hpp"
 #include "registry.hpp"
 #include "train.hpp"
 
@@ -39,6 +52,31 @@ bool in_shard(size_t run_index, const ShardSpec& shard) {
 namespace {
 
 constexpr const char* kDoneFile = "DONE";
+
+// An exclusive advisory lock on <dir>.lock, held while an artifact is built: two shards that need
+// the same trained expert or policy build it once (the second waits, then finds it DONE).
+class DirLock {
+ public:
+  explicit DirLock(const fs::path& dir) {
+    fs::create_directories(dir.parent_path());
+    const auto path = dir.string() + ".lock";
+    fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error("[runner] cannot open lock file " + path);
+    if (::flock(fd_, LOCK_EX) != 0) {
+      ::close(fd_);
+      throw Error("[runner] cannot lock " + path);
+    }
+  }
+  ~DirLock() {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 std::string toml_string(const std::string& s) {
   std::string out = "\"";
@@ -107,6 +145,7 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
     if (!e.train) continue;
     const auto key = loaded.expert_keys.at(e.name);
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / key;
+    DirLock lock(dir);
     if (!fs::exists(dir / kDoneFile)) {
       COLM_CHECK(loaded.experts.count(e.name), "[runner] expert '" << e.name << "' was not instantiated");
       auto& expert = *loaded.experts.at(e.name);
@@ -147,6 +186,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
     if (!p.trained) continue;
     const auto dir = fs::path(spec.artifacts_dir) / "policies" / loaded.policy_keys.at(p.name);
     auto& policy = *loaded.policies.at(p.name);
+    DirLock lock(dir);
     if (!fs::exists(dir / kDoneFile)) {
       // A jointly fine-tuned base is trained on its own copy: the shared base stays as prepared.
       auto own_base = p.finetune_base ? fresh_expert(spec, loaded, registry, spec.base().name) : nullptr;
@@ -205,18 +245,435 @@ double eta_for_rate(const std::vector<CalibrationPoint>& curve, double target_ra
   return best->eta;
 }
 
+
+// ---- statistics -----------------------------------------------------------------------------------
+
+namespace {
+
+// SplitMix64: a tiny counter-based generator whose stream is the same on every platform (the
+// standard distributions are not), so intervals are reproducible bit for bit.
+struct SplitMix {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  size_t index(size_t n) { return size_t(double(next() >> 11) * 0x1.0p-53 * double(n)); }
+};
+
+uint64_t hash64(const std::string& text) { return std::stoull(sha1_hex(text).substr(0, 16), nullptr, 16); }
+
+// Linear interpolation between order statistics of sorted values, q in [0, 1].
+double quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * double(sorted.size() - 1);
+  const auto lo = size_t(std::floor(pos));
+  const auto hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - double(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+// Percentile bootstrap of a statistic of n items: stat(indices) for `samples` resamples.
+template <class Stat>
+std::pair<double, double> bootstrap(size_t n, int64_t samples, double confidence, uint64_t seed, Stat stat) {
+  SplitMix rng{seed};
+  std::vector<double> values;
+  values.reserve(size_t(samples));
+  std::vector<size_t> idx(n);
+  for (int64_t b = 0; b < samples; ++b) {
+    for (auto& i : idx) i = rng.index(n);
+    values.push_back(stat(idx));
+  }
+  std::sort(values.begin(), values.end());
+  const double tail = (1 - confidence) / 2;
+  return {quantile(values, tail), quantile(values, 1 - tail)};
+}
+
+}  // namespace
+
+std::vector<MetricRecord> summarize_examples(const std::vector<ExampleRecord>& examples, int64_t samples,
+                                             double confidence, uint64_t seed) {
+  std::map<std::string, std::vector<double>> per_metric;  // values of the examples that have the metric
+  for (const auto& e : examples)
+    for (const auto& [name, value] : e.metrics) per_metric[name].push_back(value);
+
+  std::map<std::string, MetricRecord> out;
+  for (const auto& entry : per_metric) {
+    const auto& name = entry.first;
+    const auto& v = entry.second;  // a plain reference: C++17 lambdas cannot capture structured bindings
+    MetricRecord r;
+    r.name = name;
+    double sum = 0;
+    for (double x : v) sum += x;
+    r.value = sum / double(v.size());
+    if (samples > 0) {
+      const auto [lo, hi] = bootstrap(v.size(), samples, confidence, seed ^ hash64(name), [&](const auto& idx) {
+        double s = 0;
+        for (size_t i : idx) s += v[i];
+        return s / double(idx.size());
+      });
+      r.ci_low = lo, r.ci_high = hi;
+    }
+    out[name] = r;
+  }
+
+  // A ratio of sums: long outputs weigh more, as each token is one deferral decision.
+  MetricRecord rate;
+  rate.name = "deferral_rate";
+  auto ratio = [&](const auto& idx) {
+    double tokens = 0, deferred = 0;
+    for (size_t i : idx) tokens += double(examples[i].n_tokens), deferred += double(examples[i].n_deferred);
+    return tokens > 0 ? deferred / tokens : 0.0;
+  };
+  std::vector<size_t> all(examples.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  rate.value = ratio(all);
+  if (samples > 0 && !examples.empty()) {
+    const auto [lo, hi] = bootstrap(examples.size(), samples, confidence, seed ^ hash64(rate.name), ratio);
+    rate.ci_low = lo, rate.ci_high = hi;
+  }
+  out[rate.name] = rate;
+
+  std::vector<MetricRecord> records;
+  for (auto& [name, r] : out) records.push_back(std::move(r));
+  return records;
+}
+
+// ---- decoding -------------------------------------------------------------------------------------
+
+RunContext::RunContext(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
+                       std::map<std::string, std::string> base_dirs)
+    : spec_(spec), loaded_(loaded), registry_(registry), base_dirs_(std::move(base_dirs)) {}
+
+const std::vector<Example>& RunContext::examples(const std::string& split, int64_t max_examples) {
+  const auto key = std::make_pair(split, max_examples);
+  auto it = examples_.find(key);
+  if (it != examples_.end()) return it->second;
+  auto all = loaded_.task->examples(split);
+  if (max_examples > 0 && int64_t(all.size()) > max_examples) all.resize(size_t(max_examples));
+  return examples_[key] = std::move(all);
+}
+
+Expert& RunContext::base_for(const std::string& policy) {
+  const auto dir = base_dirs_.find(policy);
+  if (dir == base_dirs_.end() || dir->second.empty()) return *loaded_.experts.at(spec_.base().name);
+  auto& tuned = tuned_bases_[policy];
+  if (!tuned) {
+    const auto& b = spec_.base();
+    spdlog::info("[runner] policy '{}' decodes with its jointly fine-tuned base ({})", policy, dir->second);
+    tuned = registry_.create_expert(b.plugin, checkpoint_view(dir->second, b.name), expert_context(spec_, b.name));
+  }
+  return *tuned;
+}
+
+std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std::string& name, double eta,
+                                              const std::string& strategy, int64_t seed, const std::string& split,
+                                              const std::vector<Example>& examples, const std::vector<size_t>& idx) {
+  (void)split;
+  const auto gen = loaded_.task->generation();
+  DecodeOptions o;
+  o.threshold = eta;
+  o.strategy = kind == "single" ? "defer" : strategy;
+  o.sample = spec_.sweep.sample;
+  o.temperature = spec_.sweep.temperature;
+  o.top_p = spec_.sweep.top_p;
+  o.seed = uint64_t(seed);
+  o.batch_size = spec_.sweep.batch_size;
+  o.max_tokens = gen.max_tokens;
+  o.stop = gen.stop;
+  o.trace_probs = true;
+  std::vector<std::string> prompts;
+  std::vector<uint64_t> seeds;
+  for (size_t i : idx) {
+    prompts.push_back(examples.at(i).prompt);
+    seeds.push_back(uint64_t(i));
+  }
+  std::vector<DecodeResult> results;
+  if (kind == "single") {
+    results = decode_single(*loaded_.experts.at(name), prompts, seeds, o);
+  } else {
+    std::vector<Expert*> assistants;
+    for (const auto* a : spec_.assistants()) assistants.push_back(loaded_.experts.at(a->name).get());
+    results = collaborative_decode(base_for(name), assistants, *loaded_.policies.at(name), prompts, seeds, o);
+  }
+  std::vector<ExampleRecord> records;
+  for (size_t k = 0; k < idx.size(); ++k) {
+    const auto& ex = examples.at(idx[k]);
+    const auto& r = results.at(k);
+    ExampleRecord rec;
+    rec.example_id = ex.id;
+    rec.index = int64_t(idx[k]);
+    rec.prompt = ex.prompt;
+    rec.output = r.output;
+    rec.reference = ex.reference;
+    rec.metrics = loaded_.task->score(ex, r.output);
+    rec.n_tokens = int64_t(r.ids.size());
+    rec.n_deferred = r.n_deferred;
+    rec.latency_s = r.latency_s;
+    for (size_t t = 0; t < r.trace.size(); ++t) {
+      TokenRecord tok;
+      tok.position = int64_t(t);
+      tok.token_id = r.trace[t].id;
+      tok.text = r.trace[t].text;
+      tok.source = r.trace[t].source;
+      tok.probs.assign(r.trace[t].probs.begin(), r.trace[t].probs.end());
+      rec.tokens.push_back(std::move(tok));
+    }
+    records.push_back(std::move(rec));
+  }
+  return records;
+}
+
+// ---- calibrate ------------------------------------------------------------------------------------
+
+CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
+                                        const std::string& strategy, RunSummary* summary) {
+  const auto& cal = *spec_.calibrate;
+  CalibrationResult res;
+  res.key = calibration_key(spec_, policy, strategy, loaded_);
+  const auto metric = cal.metric.empty() ? loaded_.task->primary_metric() : cal.metric;
+  const auto& exs = examples(cal.split, cal.max_examples);
+  const int64_t seed = spec_.sweep.seeds.front();
+  std::vector<size_t> all(exs.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+
+  for (double eta : cal.eta) {
+    // Each eta point is its own artifact: a calibration killed half-way keeps the points it finished.
+    const auto point_key = Hasher().add("calibration-point-v1").add(res.key).add(eta).hex();
+    CalibrationPoint point;
+    point.eta = eta;
+    if (const auto a = store.get_artifact(point_key)) {
+      const auto meta = nlohmann::json::parse(a->meta_json);
+      point.metric = meta.at("metric").get<double>();
+      point.deferral_rate = meta.at("deferral_rate").get<double>();
+      if (summary) ++summary->calibration_reused;
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto records = decode("policy", policy, eta, strategy, seed, cal.split, exs, all);
+      double sum = 0, tokens = 0, deferred = 0;
+      int64_t n = 0;
+      for (const auto& r : records) {
+        tokens += double(r.n_tokens), deferred += double(r.n_deferred);
+        const auto m = r.metrics.find(metric);
+        if (m != r.metrics.end()) sum += m->second, ++n;
+      }
+      point.metric = n ? sum / double(n) : 0.0;
+      point.deferral_rate = tokens > 0 ? deferred / tokens : 0.0;
+      nlohmann::json meta;
+      meta["policy"] = policy;
+      meta["strategy"] = strategy;
+      meta["eta"] = eta;
+      meta["split"] = cal.split;
+      meta["metric_name"] = metric;
+      meta["metric"] = point.metric;
+      meta["deferral_rate"] = point.deferral_rate;
+      meta["examples"] = int64_t(records.size());
+      meta["examples_with_metric"] = n;
+      meta["calibration_key"] = res.key;
+      ArtifactRecord artifact;
+      artifact.hash = point_key;
+      artifact.kind = "calibration_point";
+      artifact.path = store.path();
+      artifact.meta_json = meta.dump();
+      store.put_artifact(artifact);
+      if (summary) ++summary->calibration_points;
+      spdlog::info("[runner] calibrate: policy '{}' ({}) eta={:.3g} on {} ({} examples): {}={:.4f} deferral_rate={:.4f} "
+                   "({:.1f} s)", policy, strategy, eta, cal.split, records.size(), metric, point.metric,
+                   point.deferral_rate,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    res.curve.push_back(point);
+  }
+
+  if (cal.target_rates.empty()) {
+    res.chosen.push_back(choose_eta(res.curve));
+  } else {
+    for (double rate : cal.target_rates) res.chosen.push_back(eta_for_rate(res.curve, rate));
+  }
+
+  // The whole curve: one row per (eta, metric) and one per (eta, deferral_rate); chosen marks the
+  // eta(s) the sweep uses.
+  std::vector<CalibrationRecord> rows;
+  for (const auto& p : res.curve) {
+    const bool chosen = std::find(res.chosen.begin(), res.chosen.end(), p.eta) != res.chosen.end();
+    std::vector<std::pair<std::string, double>> values = {{metric, p.metric}};
+    if (metric != "deferral_rate") values.emplace_back("deferral_rate", p.deferral_rate);
+    for (const auto& [name, value] : values) {
+      CalibrationRecord r;
+      r.experiment_id = experiment_id;
+      r.policy = policy;
+      r.strategy = strategy;
+      r.threshold = p.eta;
+      r.split = cal.split;
+      r.metric = name;
+      r.value = value;
+      r.chosen = chosen;
+      rows.push_back(r);
+    }
+  }
+  store.set_calibration(experiment_id, policy, strategy, cal.split, rows);
+  std::string chosen_text;
+  for (double e : res.chosen) chosen_text += (chosen_text.empty() ? "" : ", ") + fmt::format("{:.3g}", e);
+  spdlog::info("[runner] calibrate: policy '{}' ({}) eta = {} (on {}, {} points)", policy, strategy, chosen_text,
+               cal.split, res.curve.size());
+  return res;
+}
+
+std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage(
+    const ExperimentSpec& spec, RunContext& context, ResultsStore& store, int64_t experiment_id,
+    const std::vector<RunSpec>& runs, const RunnerOptions& options, RunSummary* summary) {
+  std::map<std::pair<std::string, std::string>, CalibrationResult> out;
+  if (!spec.calibrate) return out;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    if (!in_shard(i, options.shard) || r.kind != "policy" || !r.calibrated) continue;
+    const auto key = std::make_pair(r.policy, r.strategy);
+    if (out.count(key)) continue;
+    const auto stored = store.find_run(r.key);
+    if (stored && stored->status == "done") continue;
+    out[key] = context.calibrate(store, experiment_id, r.policy, r.strategy, summary);
+  }
+  return out;
+}
+
+// ---- sweep ----------------------------------------------------------------------------------------
+
+std::string git_revision(const std::string& path) {
+  auto dir = fs::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  std::string quoted = "'";
+  for (char c : dir) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  FILE* pipe = ::popen(("git -C " + quoted + " rev-parse HEAD 2>/dev/null").c_str(), "r");
+  if (!pipe) return "unknown";
+  char buf[128] = {0};
+  std::string out;
+  while (std::fgets(buf, sizeof buf, pipe)) out += buf;
+  const int rc = ::pclose(pipe);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  const bool hex = out.size() >= 40 && std::all_of(out.begin(), out.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; });
+  return rc == 0 && hex ? out : "unknown";
+}
+
+namespace {
+
+nlohmann::json plugin_fingerprints(const ExperimentSpec& spec, const LoadedExperiment& loaded) {
+  nlohmann::json j;
+  for (const auto& e : spec.experts) {
+    j["experts." + e.name] = loaded.expert_keys.at(e.name);
+    if (loaded.experts.count(e.name)) j["experts." + e.name + ".weights"] = loaded.experts.at(e.name)->fingerprint();
+  }
+  for (const auto& p : spec.policies) j[(p.trained ? "train." : "policies.") + p.name] = loaded.policy_keys.at(p.name);
+  j["task"] = loaded.task_key;
+  j["plugin_versions"] = loaded.plugin_versions;
+  const auto core = core_build_info();
+  j["core"] = {{"version", core.version}, {"api_version", core.api_version}, {"compiler", core.compiler},
+               {"cxx11_abi", core.cxx11_abi}, {"torch", core.torch_version}};
+  return j;
+}
+
+struct SweepEnv {
+  const ExperimentSpec& spec;
+  RunContext& context;
+  ResultsStore& store;
+  int64_t experiment_id;
+  std::string git;
+  std::string fingerprints;
+  const std::map<std::pair<std::string, std::string>, CalibrationResult>& calibrations;
+};
+
+// One run of the sweep: skipped when done, else decoded from the first example not yet stored,
+// written chunk by chunk (one transaction each), then summarised.
+void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
+  const auto& spec = env.spec;
+  auto& store = env.store;
+  if (const auto stored = store.find_run(run.key); stored && stored->status == "done") {
+    ++summary.runs_skipped;
+    spdlog::info("[runner] sweep: {} already done", describe_run(run));
+    return;
+  }
+  auto params = run.params;
+  double eta = run.eta.value_or(0.0);
+  if (run.kind == "policy" && !run.eta) {
+    const auto& cal = env.calibrations.at({run.policy, run.strategy});
+    size_t which = 0;
+    if (run.target_rate) {
+      const auto& rates = spec.calibrate->target_rates;
+      which = size_t(std::find(rates.begin(), rates.end(), *run.target_rate) - rates.begin());
+    }
+    eta = cal.chosen.at(which);
+    params["calibrated_eta"] = eta;
+  }
+  params["git_revision"] = env.git;
+  RunRecord rec;
+  rec.experiment_id = env.experiment_id;
+  rec.content_key = run.key;
+  rec.policy = run.policy;
+  if (run.kind == "policy") rec.threshold = eta;
+  rec.strategy = run.strategy;
+  rec.split = run.split;
+  rec.seed = run.seed;
+  rec.params_json = params.dump();
+  rec.plugin_fingerprints_json = env.fingerprints;
+  rec.git_revision = env.git;
+  const auto id = store.ensure_run(rec);
+  try {
+    store.set_run_status(id, "running");
+    const auto& exs = env.context.examples(run.split, spec.sweep.max_examples);
+    const auto finished = store.finished_example_ids(id);
+    std::vector<size_t> todo;
+    for (size_t i = 0; i < exs.size(); ++i)
+      if (!finished.count(exs[i].id)) todo.push_back(i);
+    spdlog::info("[runner] sweep: {}: {} examples{}", describe_run(run), exs.size(),
+                 finished.empty() ? std::string() : fmt::format(" ({} already stored, resuming)", finished.size()));
+    const auto chunk = size_t(spec.sweep.batch_size);
+    for (size_t start = 0; start < todo.size(); start += chunk) {
+      const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
+      const auto records = env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx);
+      store.add_examples(id, records);
+      summary.examples_decoded += int64_t(records.size());
+    }
+    const auto all = store.examples(id, false);
+    const auto metrics =
+        summarize_examples(all, spec.report.bootstrap_samples, spec.report.confidence, hash64("bootstrap" + run.key));
+    store.set_metrics(id, metrics);
+    store.set_run_status(id, "done");
+    ++summary.runs_done;
+    std::string line;
+    for (const auto& m : metrics) line += fmt::format(" {}={:.4f}", m.name, m.value);
+    spdlog::info("[runner] sweep: done {}:{}", describe_run(run), line);
+  } catch (const std::exception& e) {
+    ++summary.runs_failed;
+    spdlog::error("[runner] sweep: {} failed: {}", describe_run(run), e.what());
+    try {
+      store.set_run_status(id, "failed", e.what());
+    } catch (const std::exception& e2) {
+      spdlog::error("[runner] could not record the failure: {}", e2.what());
+    }
+  }
+}
+
+}  // namespace
+
 RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, const std::vector<RunSpec>& runs,
                           const Registry& registry, const RunnerOptions& options) {
+  RunSummary summary;
   prepare_experts(spec, loaded, registry);
-  train_policies(spec, loaded, registry);
-  // INTEGRATION POINT (store.hpp has not landed): the "calibrate" and "sweep" stages decode with
-  // collaborative_decode, score with the task and write examples in batches of
-  // options.commit_every per transaction through ResultsStore (ensure_run by content key, skip
-  // finished runs, resume from the examples already stored). Until then the command stops here
-  // after the prepare and train stages, whose artifacts are kept and reused.
-  (void)runs, (void)options;
-  throw Error("[runner] the calibrate and sweep stages are not wired yet (the results store has not landed); "
-              "the prepare and train stages finished and their artifacts are in " + spec.artifacts_dir);
+  auto base_dirs = train_policies(spec, loaded, registry);
+
+  auto store = ResultsStore::open(spec.database);
+  const auto git = git_revision(spec.file);
+  const auto experiment_id = store.ensure_experiment(spec.name, spec.root.to_toml(), git, core_build_info().version);
+  RunContext context(spec, loaded, registry, std::move(base_dirs));
+  const auto calibrations = calibrate_stage(spec, context, store, experiment_id, runs, options, &summary);
+
+  SweepEnv env{spec, context, store, experiment_id, git, plugin_fingerprints(spec, loaded).dump(), calibrations};
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (in_shard(i, options.shard)) execute_run(runs[i], env, summary);
+  spdlog::info("[runner] {}: {} runs done, {} skipped (finished before), {} failed; {} examples decoded, {} "
+               "calibration points decoded ({} reused)", spec.name, summary.runs_done, summary.runs_skipped,
+               summary.runs_failed, summary.examples_decoded, summary.calibration_points, summary.calibration_reused);
+  return summary;
 }
 
 }  // namespace colm

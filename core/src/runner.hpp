@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "experiment.hpp"
+#include "store.hpp"
 
 namespace colm {
 
@@ -24,13 +26,15 @@ bool in_shard(size_t run_index, const ShardSpec& shard);
 
 struct RunnerOptions {
   ShardSpec shard;
-  int64_t commit_every = 8;  // examples written per transaction (a kill loses at most these)
 };
 
 struct RunSummary {
-  int64_t runs_done = 0;
-  int64_t runs_skipped = 0;  // already finished in the database
+  int64_t runs_done = 0;             // finished by this call
+  int64_t runs_skipped = 0;          // already finished in the database
   int64_t runs_failed = 0;
+  int64_t examples_decoded = 0;      // sweep examples decoded by this call (resumed runs: only the missing ones)
+  int64_t calibration_points = 0;    // eta points decoded on the calibration split by this call
+  int64_t calibration_reused = 0;    // eta points found in the store
 };
 
 // Stage "prepare": every expert with [experts.NAME.train] is trained with the `lm` objective into
@@ -55,6 +59,62 @@ struct CalibrationPoint {
 double choose_eta(const std::vector<CalibrationPoint>& curve);
 double eta_for_rate(const std::vector<CalibrationPoint>& curve, double target_rate);
 
+// The calibration of one (policy, strategy): the whole curve on the calibration split and the
+// chosen eta (metric mode: one; target-rate mode: one per calibrate.target_rates entry, in order).
+struct CalibrationResult {
+  std::string key;  // calibration_key()
+  std::vector<CalibrationPoint> curve;
+  std::vector<double> chosen;
+};
+
+// Per-run metrics from the stored examples: the mean of every per-example metric (over the examples
+// that have it) and deferral_rate = sum(n_deferred) / sum(n_tokens), each with a percentile
+// bootstrap interval at `confidence` over `samples` resamples of the examples (none when samples is
+// 0). Deterministic for a seed; every metric draws from its own stream (seed, metric name).
+std::vector<MetricRecord> summarize_examples(const std::vector<ExampleRecord>& examples, int64_t samples,
+                                             double confidence, uint64_t seed);
+
+// The decoding side of the runner, shared by the calibrate and sweep stages.
+class RunContext {
+ public:
+  // base_dirs: from train_policies (policies whose base was fine-tuned jointly).
+  RunContext(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
+             std::map<std::string, std::string> base_dirs);
+  // The examples of a split, at most max_examples (0: all), in the task's order. Cached.
+  const std::vector<Example>& examples(const std::string& split, int64_t max_examples);
+  // Decodes examples[idx] of a split: a policy run (kind "policy") or an expert alone ("single").
+  // Each example's seed is its index in the split, so results do not depend on which examples are
+  // decoded together (resume, chunking).
+  std::vector<ExampleRecord> decode(const std::string& kind, const std::string& name, double eta,
+                                    const std::string& strategy, int64_t seed, const std::string& split,
+                                    const std::vector<Example>& examples, const std::vector<size_t>& idx);
+  // Calibrates (policy, strategy) on spec.calibrate's split, reusing eta points already in the
+  // store (artifacts of kind "calibration_point"), and writes the curve to the calibration table.
+  CalibrationResult calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
+                              const std::string& strategy, RunSummary* summary);
+
+ private:
+  Expert& base_for(const std::string& policy);
+
+  const ExperimentSpec& spec_;
+  LoadedExperiment& loaded_;
+  const Registry& registry_;
+  std::map<std::string, std::string> base_dirs_;
+  std::map<std::string, std::shared_ptr<Expert>> tuned_bases_;
+  std::map<std::pair<std::string, int64_t>, std::vector<Example>> examples_;
+};
+
+// Stage "calibrate" for the runs of this shard that need it and are not finished (each (policy,
+// strategy) once). Only the calibration split is read. Returns the results by (policy, strategy).
+std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage(
+    const ExperimentSpec& spec, RunContext& context, ResultsStore& store, int64_t experiment_id,
+    const std::vector<RunSpec>& runs, const RunnerOptions& options, RunSummary* summary);
+
+// The git revision of the repository holding `path` (`git rev-parse HEAD`), or "unknown".
+std::string git_revision(const std::string& path);
+
+// All stages. Opens spec.database (created when absent), records the experiment, then prepare,
+// train, calibrate and sweep; finished runs are skipped, unfinished ones resumed.
 RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, const std::vector<RunSpec>& runs,
                           const Registry& registry, const RunnerOptions& options);
 
