@@ -1,0 +1,119 @@
+// The report: reads a results database (never writes it) and renders its runs, calibration curves,
+// paired comparisons with the best single model and deferral statistics as Markdown, HTML or JSON.
+// What a run means comes from the runner (store.hpp, experiments/README.md); this file only reads.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stats.hpp"
+#include "store.hpp"
+
+namespace colm {
+
+struct ReportOptions {
+  std::string experiment;        // only this experiment (must exist); empty: every experiment
+  std::string metric;            // the compared metric; empty: accuracy, else exact_match, else the first
+  int64_t bootstrap_samples = -1;  // paired bootstrap resamples; -1: the experiment's [report] setting
+  double confidence = -1;        // interval level; -1: the experiment's [report] setting
+  int64_t examples = -1;         // example outputs shown per policy; -1: the experiment's [report] setting
+  int64_t top_tokens = 12;       // most frequent deferred tokens listed per run
+  bool analysis = true;          // comparisons, deferral statistics and examples (read the examples)
+};
+
+// One run as the report sees it.
+struct ReportRun {
+  RunRecord run;
+  std::map<std::string, MetricRecord> metrics;  // by name, as stored by the runner
+  bool single = false;          // a single-model run (runner kind "single" / strategy "single")
+  bool baseline = false;        // single, or a rules policy that never / always defers
+  std::string baseline_label;   // e.g. "base alone (base)"
+  bool calibrated = false;      // the runner's calibrated run (params carry calibrated_eta)
+  int64_t n_examples = 0;       // examples stored
+  int64_t n_tokens = 0;         // generated tokens, summed over examples
+  int64_t n_deferred = 0;       // tokens an assistant emitted
+};
+
+// A policy run against the best single model on the same split, paired by example id.
+struct ReportComparison {
+  int64_t run_id = 0;
+  int64_t reference_run_id = 0;
+  std::string metric;
+  int64_t n = 0;                 // examples both runs have the metric for
+  double policy_mean = 0, reference_mean = 0;
+  PairedDifference difference;   // policy - reference
+  std::optional<McNemarResult> mcnemar;  // when the metric is 0/1 on every paired example
+};
+
+struct TokenCount {
+  std::string text;
+  int64_t count = 0;
+};
+
+// Where a policy run defers, from the per-token trace.
+struct ReportDeferral {
+  int64_t run_id = 0;
+  int64_t tokens = 0;              // tokens in the trace
+  int64_t deferred = 0;            // source != 0
+  int64_t deferred_digits = 0;     // deferred tokens whose text (without spaces) is all digits
+  int64_t digits = 0;              // such tokens among all
+  std::vector<int64_t> by_source;  // tokens per source (0 = base)
+  std::vector<TokenCount> top;     // most frequent deferred token texts
+};
+
+struct ReportExample {
+  ExampleRecord example;  // with tokens
+  std::optional<double> metric;
+};
+
+// Example outputs of one policy (from its representative run: the calibrated one, else the best).
+struct ReportShowcase {
+  int64_t run_id = 0;
+  std::vector<ReportExample> examples;
+};
+
+struct ReportExperiment {
+  ExperimentRecord record;
+  std::string metric;                    // compared / plotted metric
+  int64_t bootstrap_samples = 1000;
+  double confidence = 0.95;
+  int64_t examples_per_policy = 20;
+  std::vector<std::string> source_names;  // index 0: the base expert, j: assistant j
+  std::vector<ReportRun> runs;            // by id
+  std::vector<CalibrationRecord> calibration;
+  std::vector<ReportComparison> comparisons;
+  std::vector<ReportDeferral> deferrals;
+  std::vector<ReportShowcase> showcases;
+
+  const ReportRun* find_run(int64_t id) const;
+};
+
+struct ReportData {
+  std::string database;
+  std::vector<ReportExperiment> experiments;
+};
+
+// Opens an existing results database for reading: a missing path is a colm::Error (the store's own
+// open would create one).
+COLM_VISIBLE ResultsStore open_results_for_reading(const std::string& path);
+
+// Reads everything the report shows. An unknown options.experiment is a colm::Error listing the
+// experiments the database has.
+COLM_VISIBLE ReportData load_report(const ResultsStore& store, const ReportOptions& options);
+
+// {"runs": [{"experiment", "policy", "threshold", "strategy", "split", "seed",
+//            "metrics": {NAME: {"value", "ci": [lo, hi]}}}]}; absent values are null.
+COLM_VISIBLE std::string report_json(const ReportData& data);
+COLM_VISIBLE std::string report_markdown(const ReportData& data);
+// One self-contained page: inline CSS and SVG, no scripts, no external resources.
+COLM_VISIBLE std::string report_html(const ReportData& data);
+
+// Helpers shared with the tests.
+COLM_VISIBLE std::string html_escape(const std::string& text);  // also replaces invalid UTF-8 by U+FFFD
+COLM_VISIBLE bool is_digit_token(const std::string& text);     // non-empty, digits after trimming spaces
+// Tick positions covering [lo, hi] at a "nice" step (1, 2 or 5 times a power of ten).
+COLM_VISIBLE std::vector<double> nice_ticks(double lo, double hi, int target_count = 5);
+
+}  // namespace colm
