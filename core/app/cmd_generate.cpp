@@ -16,6 +16,7 @@
 #include "colm/plugin.hpp"
 #include "../src/decode.hpp"  // core/src is not on the app's include path
 #include "../src/registry.hpp"
+#include "../src/vocab_check.hpp"
 
 namespace po = boost::program_options;
 
@@ -196,13 +197,13 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
   for (size_t j = 0; j < assistant_dirs.size(); ++j) {
     owned.push_back(load_expert(reg, assistant_dirs[j], "assistant" + std::to_string(j + 1), device));
     assistants.push_back(owned.back().get());
-    // VOCAB CHECK CALL SITE: replace with check_vocab_compatible (core/src/vocab_check.hpp) once it lands;
-    // until then, identical tokenizers (same fingerprint) are required.
-    if (owned.back()->tokenizer().fingerprint() != base->tokenizer().fingerprint())
-      throw Error("[generate] assistant " + std::to_string(j + 1) + " (" + assistant_dirs[j] +
-                  ") has a different tokenizer from the base (" + base_dir +
-                  "): token-level collaboration needs one vocabulary");
   }
+
+  // Token-level collaboration needs one vocabulary: refuse mismatched experts before decoding.
+  std::vector<std::pair<std::string, const Expert*>> named{{"base (" + base_dir + ")", base.get()}};
+  for (size_t j = 0; j < assistants.size(); ++j)
+    named.emplace_back("assistant " + std::to_string(j + 1) + " (" + assistant_dirs[j] + ")", assistants[j]);
+  check_vocab_compatible(named);
 
   PluginContext pctx;
   pctx.instance = "policy";

@@ -173,6 +173,94 @@ std::string final_output(const Models& m, const DecodeOptions& o, const DecodeRe
   return text;
 }
 
+// One step's decisions for the active rows (index a = place in Batch::active).
+struct Step {
+  torch::Tensor z;                        // [A, M+1] the policy's P(Z_t = j | x_<t)
+  std::vector<uint64_t> row_seeds;        // [A]
+  std::vector<int> source;                // [A] who emits: 0 base, j assistant j
+  std::vector<int64_t> token;             // [A] the emitted token
+  std::vector<std::vector<int64_t>> top1; // [A][M+1] each model's argmax, -1 where it did not run
+};
+
+// Fills top1[a][j] from logits [A, V] (or from the rows `pos` of it).
+void note_top1(Step& s, int64_t j, const torch::Tensor& logits, const std::vector<int64_t>& pos) {
+  const auto arg = logits.argmax(1).to(torch::kCPU);
+  for (size_t i = 0; i < pos.size(); ++i) s.top1[pos[i]][j] = arg[static_cast<int64_t>(i)].item<int64_t>();
+}
+
+std::vector<int64_t> iota(int64_t n) {
+  std::vector<int64_t> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+// "mixture": x_t from sum_j P(Z_t=j) * P_j(x_t | x_<t); the source is the largest term for x_t.
+void emit_mixture(Step& s, const torch::Tensor& base_logits, const std::vector<torch::Tensor>& assistant_logits,
+                  const DecodeOptions& o) {
+  const double temperature = o.sample ? o.temperature : 1.0;
+  std::vector<torch::Tensor> p{torch::softmax(base_logits / temperature, 1)};  // [A, V]
+  for (const auto& l : assistant_logits) p.push_back(torch::softmax(l / temperature, 1));
+  const auto terms = (torch::stack(p, 1) * s.z.to(base_logits.device()).unsqueeze(2)).to(torch::kCPU);  // [A, M+1, V]
+  const auto mix = terms.sum(1);                                                                       // [A, V]
+  for (int64_t a = 0; a < mix.size(0); ++a) {
+    s.token[a] = pick_from_probs(mix[a], o, uniform01(s.row_seeds[a] ^ kSamplerStream));
+    s.source[a] = static_cast<int>(terms[a].select(1, s.token[a]).argmax().item<int64_t>());
+  }
+}
+
+// "defer": each row's chosen model emits from its own distribution. An assistant that the policy
+// did not need runs now, lazily, for exactly the rows deferred to it.
+void emit_deferred(Step& s, Models& m, Batch& b, std::vector<LazyCache>& caches, const torch::Tensor& base_logits,
+                   const std::vector<torch::Tensor>& assistant_logits, const DecodeOptions& o) {
+  const int64_t A = static_cast<int64_t>(b.active.size()), M = static_cast<int64_t>(caches.size());
+  for (int64_t j = 0; j <= M; ++j) {
+    std::vector<int64_t> rows, pos;  // batch rows whose token model j emits, and their places in `active`
+    for (int64_t a = 0; a < A; ++a)
+      if (s.source[a] == j) rows.push_back(b.active[a]), pos.push_back(a);
+    if (rows.empty()) continue;
+    const auto& full = j == 0 ? base_logits : assistant_logits[j - 1];
+    const auto lj = full.defined() ? full.index_select(0, torch::tensor(pos).to(full.device()))
+                                   : caches[j - 1].logits(rows, b.context);  // [n_j, V]
+    if (!full.defined()) note_top1(s, j, lj, pos);
+    const auto cpu = lj.to(torch::kCPU);
+    for (size_t i = 0; i < pos.size(); ++i)
+      s.token[pos[i]] = pick_from_logits(cpu[static_cast<int64_t>(i)], o, uniform01(s.row_seeds[pos[i]] ^ kSamplerStream));
+  }
+}
+
+// Appends each row's token to its context and result, and returns the rows that go on.
+std::vector<int64_t> record_and_retire(const Models& m, Batch& b, const Step& s, const DecodeOptions& o,
+                                       std::vector<DecodeResult>& results) {
+  std::vector<int64_t> still;
+  for (size_t a = 0; a < b.active.size(); ++a) {
+    const int64_t r = b.active[a];
+    DecodeResult& res = results[b.examples[r]];
+    TokenTrace tr;
+    tr.id = s.token[a];
+    tr.text = m.base.tokenizer().decode({s.token[a]});
+    tr.source = s.source[a];
+    if (o.trace_probs) {
+      const auto zr = s.z[static_cast<int64_t>(a)];
+      for (int64_t j = 0; j < zr.size(0); ++j) tr.probs.push_back(zr[j].item<float>());
+    }
+    tr.top1 = s.top1[a];
+    res.ids.push_back(tr.id);
+    res.n_deferred += tr.source != 0;
+    res.trace.push_back(std::move(tr));
+    b.context[r].push_back(s.token[a]);
+    if (o.on_token) o.on_token(b.examples[r], res.trace.back(), res.ids);
+
+    res.stop_reason = finish_reason(m, o, b, r, res);
+    if (res.stop_reason.empty()) {
+      still.push_back(r);
+    } else {
+      res.output = final_output(m, o, res);
+      res.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b.start).count();
+    }
+  }
+  return still;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Co-LLM loop for one batch. At step t every active row asks the policy for P(Z_t = j | x_<t)
 // over {base, assistants}; if 1 - P(Z_t = 0) > eta the assistant with the highest P(Z_t = j) emits
@@ -180,14 +268,12 @@ std::string final_output(const Models& m, const DecodeOptions& o, const DecodeRe
 void decode_batch(Models& m, DeferralPolicy& policy, Batch& b, const DecodeOptions& o,
                   const std::vector<uint64_t>& example_seeds, std::vector<DecodeResult>& results) {
   const int64_t M = static_cast<int64_t>(m.assistants.size());
-  const int64_t R = static_cast<int64_t>(b.context.size());
   const bool mixture = o.strategy == "mixture";
-
-  auto base_state = m.base.new_state(R);
+  auto base_state = m.base.new_state(static_cast<int64_t>(b.context.size()));
   std::vector<LazyCache> caches;
-  for (Expert* a : m.assistants) caches.emplace_back(*a, R, m.vocab, m.device);
+  for (Expert* a : m.assistants) caches.emplace_back(*a, static_cast<int64_t>(b.context.size()), m.vocab, m.device);
 
-  // Prefill: the base reads every prompt now; the assistants only when first consulted.
+  // Prefill: the base reads every prompt now; an assistant only when first consulted.
   ExpertOutput base = m.base.extend(*base_state, b.active, b.context);
   torch::Tensor base_logits = usable_logits(base.logits, m.vocab, m.device);  // [A, V]
 
@@ -196,95 +282,43 @@ void decode_batch(Models& m, DeferralPolicy& policy, Batch& b, const DecodeOptio
     const PolicyNeeds needs = policy.needs();  // asked every step: a policy may change its mind
     COLM_CHECK(!needs.gold, "[decode] this deferral policy needs the gold next token (an oracle): use it in "
                             "teacher_forced_trace, not for generation");
+    Step s;
+    s.source.assign(A, 0);
+    s.token.assign(A, -1);
+    s.top1.assign(A, std::vector<int64_t>(M + 1, -1));
+    note_top1(s, 0, base_logits, iota(A));
 
-    // 1. The policy's distribution over who emits token t.   z: [A, M+1]
-    std::vector<torch::Tensor> assistant_logits(M);  // [A, V] each, computed only when needed
+    // 1. z = P(Z_t = j | x_<t): [A, M+1]. Assistants run here only if the policy or the mixture needs them.
+    std::vector<torch::Tensor> assistant_logits(M);  // [A, V] each, or undefined
     if (needs.assistant_logits || mixture)
-      for (int64_t j = 0; j < M; ++j) assistant_logits[j] = caches[j].logits(b.active, b.context);
+      for (int64_t j = 0; j < M; ++j) {
+        assistant_logits[j] = caches[j].logits(b.active, b.context);
+        note_top1(s, j + 1, assistant_logits[j], iota(A));
+      }
     PolicyInput in;
     if (needs.base_hidden) in.base_hidden = base.hidden.to(m.device, torch::kFloat32);  // [A, d]
     if (needs.base_logits) in.base_logits = base_logits;                                // [A, V]
     if (needs.assistant_logits) in.assistant_logits = assistant_logits;                 // M x [A, V]
     for (int64_t r : b.active) in.row_seeds.push_back(decode_row_seed(o.seed, example_seeds[b.examples[r]], t));
-    const torch::Tensor z = checked_policy_probs(policy.probs(in), A, M + 1);
+    s.row_seeds = in.row_seeds;
+    s.z = checked_policy_probs(policy.probs(in), A, M + 1);
 
-    // 2. Who emits, and which token.   source[a] in 0..M;  logits_of[j]: [A, V] or rows deferred to j
-    std::vector<int> source(A, 0);
-    std::vector<int64_t> token(A, -1);
-    std::vector<double> u(A);
-    for (int64_t a = 0; a < A; ++a) u[a] = uniform01(in.row_seeds[a] ^ kSamplerStream);
+    // 2. Who emits x_t, and which token.
     if (mixture) {
-      // P(x_t) = sum_j P(Z_t=j) * P_j(x_t | x_<t);  the source is the largest term for the chosen token.
-      const double temperature = o.sample ? o.temperature : 1.0;
-      std::vector<torch::Tensor> p{torch::softmax(base_logits / temperature, 1)};               // [A, V]
-      for (int64_t j = 0; j < M; ++j) p.push_back(torch::softmax(assistant_logits[j] / temperature, 1));
-      const auto terms = torch::stack(p, 1) * z.to(m.device).unsqueeze(2);                      // [A, M+1, V]
-      const auto mix = terms.sum(1).to(torch::kCPU);                                             // [A, V]
-      for (int64_t a = 0; a < A; ++a) {
-        token[a] = pick_from_probs(mix[a], o, u[a]);
-        source[a] = static_cast<int>(terms[a].select(1, token[a]).argmax().item<int64_t>());
-      }
+      emit_mixture(s, base_logits, assistant_logits, o);
     } else {
-      const auto defer = (1 - z.select(1, 0)) > o.threshold;                                     // [A]
-      const auto best = M > 0 ? z.narrow(1, 1, M).argmax(1) + 1 : torch::zeros({A}, torch::kLong);  // [A]
-      for (int64_t a = 0; a < A; ++a) source[a] = defer[a].item<bool>() ? static_cast<int>(best[a].item<int64_t>()) : 0;
-      const auto base_cpu = base_logits.to(torch::kCPU);
-      for (int64_t j = 1; j <= M; ++j) {
-        std::vector<int64_t> rows, pos;  // batch rows deferred to assistant j, and their places in `active`
-        for (int64_t a = 0; a < A; ++a)
-          if (source[a] == j) rows.push_back(b.active[a]), pos.push_back(a);
-        if (rows.empty()) continue;
-        const auto lj = (assistant_logits[j - 1].defined()
-                             ? assistant_logits[j - 1].index_select(0, torch::tensor(pos).to(m.device))
-                             : caches[j - 1].logits(rows, b.context)).to(torch::kCPU);  // [n_j, V]
-        for (size_t i = 0; i < pos.size(); ++i) token[pos[i]] = pick_from_logits(lj[static_cast<int64_t>(i)], o, u[pos[i]]);
-      }
-      for (int64_t a = 0; a < A; ++a)
-        if (source[a] == 0) token[a] = pick_from_logits(base_cpu[a], o, u[a]);
+      const auto defer = ((1 - s.z.select(1, 0)) > o.threshold).to(torch::kLong);           // [A]
+      const auto best = M > 0 ? s.z.narrow(1, 1, M).argmax(1) + 1 : torch::zeros({A}, torch::kLong);  // [A]
+      const auto who = defer * best;                                                      // [A]: 0 = base
+      for (int64_t a = 0; a < A; ++a) s.source[a] = static_cast<int>(who[a].item<int64_t>());
+      emit_deferred(s, m, b, caches, base_logits, assistant_logits, o);
     }
 
-    // 3. Record, append to the context, retire finished rows; the base reads the new tokens.
-    const auto base_top1 = base_logits.argmax(1).to(torch::kCPU);
-    std::vector<torch::Tensor> asst_top1(M);
-    for (int64_t j = 0; j < M; ++j)
-      if (assistant_logits[j].defined()) asst_top1[j] = assistant_logits[j].argmax(1).to(torch::kCPU);
-    std::vector<int64_t> still, still_pos;
-    std::vector<std::vector<int64_t>> next;
-    for (int64_t a = 0; a < A; ++a) {
-      const int64_t r = b.active[a];
-      DecodeResult& res = results[b.examples[r]];
-      TokenTrace tr;
-      tr.id = token[a];
-      tr.text = m.base.tokenizer().decode({token[a]});
-      tr.source = source[a];
-      if (o.trace_probs) {
-        const auto zr = z[a];
-        for (int64_t j = 0; j <= M; ++j) tr.probs.push_back(zr[j].item<float>());
-      }
-      tr.top1.assign(M + 1, -1);
-      tr.top1[0] = base_top1[a].item<int64_t>();
-      for (int64_t j = 0; j < M; ++j)
-        if (asst_top1[j].defined()) tr.top1[j + 1] = asst_top1[j][a].item<int64_t>();
-      if (source[a] != 0 && !asst_top1[source[a] - 1].defined())
-        tr.top1[source[a]] = o.sample ? -1 : token[a];  // greedy: the emitted token is its argmax
-      res.ids.push_back(token[a]);
-      res.n_deferred += source[a] != 0;
-      res.trace.push_back(std::move(tr));
-      b.context[r].push_back(token[a]);
-      if (o.on_token) o.on_token(b.examples[r], res.trace.back(), res.ids);
-
-      res.stop_reason = finish_reason(m, o, b, r, res);
-      if (res.stop_reason.empty()) {
-        still.push_back(r);
-        still_pos.push_back(a);
-        next.push_back({token[a]});
-      } else {
-        res.output = final_output(m, o, res);
-        res.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b.start).count();
-      }
-    }
-    b.active = still;
+    // 3. Every model's context gains x_t; finished rows leave; the base reads the new tokens.
+    b.active = record_and_retire(m, b, s, o, results);
     if (b.active.empty()) break;
+    std::vector<std::vector<int64_t>> next;
+    for (int64_t r : b.active) next.push_back({b.context[r].back()});
     base = m.base.extend(*base_state, b.active, next);
     base_logits = usable_logits(base.logits, m.vocab, m.device);
   }
