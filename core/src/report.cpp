@@ -456,8 +456,23 @@ struct Plot {
 
 std::string coord(double v) { return printf_text("%.1f", v); }
 
+// Cuts text to at most max_bytes on a character boundary.
+std::string truncate_utf8(const std::string& text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return text.substr(0, cut) + "…";
+}
+
+// A legend entry fits the 270 px beside the plot; the whole label stays as its tooltip.
+std::string legend_text(const std::string& label) {
+  const auto shown = truncate_utf8(label, 40);
+  if (shown == label) return html_escape(label);
+  return "<title>" + html_escape(label) + "</title>" + html_escape(shown);
+}
+
 std::string render_svg(const Plot& plot) {
-  const double W = 820, H = 380, left = 66, top = 40, right = W - 230, bottom = H - 52;
+  const double W = 900, H = 380, left = 66, top = 40, right = W - 300, bottom = H - 52;
   // Ranges: x covers [0, 1] (eta and deferral rates live there) and any point outside; y covers
   // every point, interval and reference line, widened to whole ticks.
   double xlo = 0, xhi = 1, ylo = std::numeric_limits<double>::infinity(), yhi = -ylo;
@@ -557,14 +572,14 @@ std::string render_svg(const Plot& plot) {
     os << "<line x1=\"" << lx << "\" x2=\"" << lx + 22 << "\" y1=\"" << coord(ly) << "\" y2=\"" << coord(ly)
        << "\" stroke=\"" << s.color << "\" stroke-width=\"2\"/><circle cx=\"" << lx + 11 << "\" cy=\"" << coord(ly)
        << "\" r=\"3.5\" fill=\"" << s.color << "\"/><text class=\"legend-label\" x=\"" << lx + 30 << "\" y=\""
-       << coord(ly) << "\" dominant-baseline=\"middle\">" << html_escape(s.name) << "</text>\n";
+       << coord(ly) << "\" dominant-baseline=\"middle\">" << legend_text(s.name) << "</text>\n";
     ly += 18;
   }
   for (size_t i = 0; i < plot.references.size(); ++i) {
     os << "<line x1=\"" << lx << "\" x2=\"" << lx + 22 << "\" y1=\"" << coord(ly) << "\" y2=\"" << coord(ly)
        << "\" stroke=\"" << kReferenceColors[i % 4] << "\" stroke-width=\"1.5\" stroke-dasharray=\""
        << kReferenceDash[i % 4] << "\"/><text class=\"legend-label\" x=\"" << lx + 30 << "\" y=\"" << coord(ly)
-       << "\" dominant-baseline=\"middle\">" << html_escape(plot.references[i].label) << "</text>\n";
+       << "\" dominant-baseline=\"middle\">" << legend_text(plot.references[i].label) << "</text>\n";
     ly += 18;
   }
   bool any_calibrated = false;
@@ -647,6 +662,8 @@ std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& spli
         sr.points.push_back(p);
       }
     }
+    // Against the deferral rate the line runs left to right (ties: by eta, the order they were added).
+    std::stable_sort(sr.points.begin(), sr.points.end(), [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
     by_eta.series.push_back(se);
     by_rate.series.push_back(sr);
   }
@@ -887,7 +904,7 @@ svg.plot text.axis-label { font-size: 13px; }
 .example .prompt { white-space: pre-wrap; color: #666; font-family: monospace; font-size: 13px; margin: .3em 0; }
 .example .output { white-space: pre-wrap; font-family: monospace; font-size: 14px; margin: .3em 0; }
 .example .reference { white-space: pre-wrap; font-family: monospace; font-size: 12px; color: #444; }
-.tok { border-radius: 2px; }
+.tok { border-radius: 2px; box-shadow: inset -1px 0 0 rgba(0, 0, 0, 0.12); }
 .right { color: #1a7f37; font-weight: bold; }
 .wrong { color: #b42318; font-weight: bold; }
 )css";
@@ -899,14 +916,6 @@ std::string source_css(const ReportData& d) {
   for (size_t s = 0; s < std::max<size_t>(n, 2); ++s)
     os << ".src" << s << " { background: " << kSourceColors[s % 6] << "; }\n";
   return os.str();
-}
-
-// Cuts text to at most max_bytes on a character boundary.
-std::string truncate_utf8(const std::string& text, size_t max_bytes) {
-  if (text.size() <= max_bytes) return text;
-  size_t cut = max_bytes;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return text.substr(0, cut) + "…";
 }
 
 std::string html_showcase(const ReportExperiment& x, const ReportShowcase& s) {
