@@ -7,8 +7,8 @@
 #   scripts/kill-resume-check.sh [--colm PATH] [--kills N] [--seed S] [--keep] [EXPERIMENT.toml] [--set k=v ...]
 #
 # Defaults: build/release/bin/colm, 5 kills, seed from the clock (printed, so a failure can be
-# replayed), experiments/tiny-rules.toml. Needs the sqlite3 CLI. Database and artifacts go to a
-# temporary directory (removed unless --keep).
+# replayed), experiments/tiny-rules.toml. Needs bash 5, bc and the sqlite3 CLI. Database and
+# artifacts go to a temporary directory (removed unless --keep).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,11p" "$0"; exit 0 ;;
     -*) echo "kill-resume-check: unknown option $1" >&2; exit 2 ;;
     *) experiment="$1"; shift ;;
   esac
@@ -33,6 +33,8 @@ done
 [[ -x "$colm" ]] || { echo "kill-resume-check: no colm binary at $colm (build it, or pass --colm)" >&2; exit 2; }
 [[ -f "$experiment" ]] || { echo "kill-resume-check: no experiment file $experiment" >&2; exit 2; }
 command -v sqlite3 >/dev/null || { echo "kill-resume-check: needs the sqlite3 CLI" >&2; exit 2; }
+command -v bc >/dev/null || { echo "kill-resume-check: needs bc" >&2; exit 2; }
+[[ -n "${EPOCHREALTIME:-}" ]] || { echo "kill-resume-check: needs bash >= 5 (EPOCHREALTIME)" >&2; exit 2; }
 [[ "$kills" =~ ^[0-9]+$ && "$kills" -ge 1 ]] || { echo "kill-resume-check: --kills needs a positive integer" >&2; exit 2; }
 [[ -n "$seed" ]] || seed=$(( $(date +%s) % 32768 ))
 RANDOM=$seed
@@ -70,36 +72,44 @@ total=$(progress "$work/reference/results.db")
 
 # Kill moments, alternating two kinds: odd kills at a random time in [0.2 s, full/kills] after the
 # (re)start (often during start-up or the first batch), even kills once the stored progress reaches a
-# random target between the current progress and total/(kills left) beyond it (mid-run, between any
-# two writes). Either way the killed runs make less progress than one whole run, so every kill
-# lands while colm is still working.
-span=$(echo "$full / $kills" | bc -l)
+# random point between the current progress and a share 1/(kills left + 1) of what remains (mid-run,
+# between any two writes). Time-based kills are capped by that share too, so however the machine's
+# load changes, the killed runs never finish the experiment and every kill lands while colm works.
+usec() { echo "${EPOCHREALTIME/./}"; }
+span_us=$(echo "$full * 1000000 / $kills" | bc)
 done_kills=0
 attempts=0
 while [[ $done_kills -lt $kills ]]; do
   attempts=$((attempts + 1))
-  if [[ $attempts -gt $((kills * 4)) ]]; then
+  before=$(progress "$work/killed/results.db")
+  if [[ $attempts -gt $((kills * 3)) || $before -ge $total ]]; then
     echo "kill-resume-check: only $done_kills of $kills kills landed before colm finished; use a larger experiment" >&2
     exit 1
   fi
-  before=$(progress "$work/killed/results.db")
+  share=$(( (total - before) / (kills - done_kills + 1) ))
+  (( share >= 1 )) || share=1
+  if (( done_kills % 2 == 0 )); then
+    deadline_us=$(( 200000 + (span_us > 200000 ? (span_us - 200000) * RANDOM / 32767 : 0) ))
+    cap=$(( before + share ))
+    what=$(printf 'at %.2f s' "$(echo "$deadline_us / 1000000" | bc -l)")
+  else
+    deadline_us=$(( 1 << 62 ))
+    cap=$(( before + 1 + RANDOM % share ))
+    what="at progress >= $cap of $total"
+  fi
+  start_us=$(usec)
   (run_colm "$work/killed") >> "$work/killed.log" 2>&1 &
   pid=$!
-  if (( done_kills % 2 == 0 )); then
-    delay=$(echo "0.2 + ($span - 0.2) * $RANDOM / 32767" | bc -l)
-    what=$(printf 'at %.2f s' "$delay")
-    sleep "$delay"
-  else
-    left=$(( (total - before) / (kills - done_kills + 1) ))
-    (( left >= 1 )) || left=1
-    target=$(( before + 1 + RANDOM % left ))
-    what="at progress >= $target of $total"
-    while kill -0 "$pid" 2>/dev/null && (( $(progress "$work/killed/results.db") < target )); do sleep 0.02; done
-  fi
+  while kill -0 "$pid" 2>/dev/null && (( $(usec) - start_us < deadline_us )) &&
+        (( $(progress "$work/killed/results.db") < cap )); do
+    sleep 0.02
+  done
   if kill -KILL "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null || true
     done_kills=$((done_kills + 1))
-    echo "kill-resume-check: kill $done_kills $what (progress $before -> $(progress "$work/killed/results.db") of $total)"
+    elapsed=$(echo "($(usec) - $start_us) / 1000000" | bc -l)
+    printf 'kill-resume-check: kill %d %s: after %.2f s, progress %s -> %s of %s\n' "$done_kills" "$what" "$elapsed" \
+      "$before" "$(progress "$work/killed/results.db")" "$total"
   else
     wait "$pid" || { cat "$work/killed.log"; echo "kill-resume-check: colm failed" >&2; exit 1; }
     echo "kill-resume-check: colm finished before the kill $what; not counted"
