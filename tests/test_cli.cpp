@@ -77,7 +77,8 @@ TEST_CASE("colm plugins lists every built-in plugin file", "[cli][plugins]") {
   REQUIRE(colm::test::run_command(colm_cmd("plugins"), &out) == 0);
   CHECK_THAT(out, Contains("loaded ("));
   CHECK_THAT(out, Contains("refused ("));
-  for (const auto& f : files) CHECK_THAT(out, Contains(f));
+  // The binary names files by its canonical location (/proc/self/exe), so compare canonical paths.
+  for (const auto& f : files) CHECK_THAT(out, Contains(fs::weakly_canonical(f).string()));
 
   const auto j = run_json("plugins --json", 0);
   REQUIRE(j["loaded"].is_array());
@@ -122,7 +123,7 @@ TEST_CASE("a corrupt library in --plugin-dir is refused with a reason while the 
   for (const auto& p : j["refused"]) {
     if (p["path"] == dir + "/libcolm_corrupt.so") {
       corrupt_refused = true;
-      CHECK_THAT(p["reason"].get<std::string>(), Contains("not a loadable shared library"));
+      CHECK_THAT(p["reason"].get<std::string>(), Contains("not a loadable shared library: truncated ELF file"));
     }
   }
   CHECK(corrupt_refused);

@@ -146,9 +146,22 @@ TEST_CASE("refusal reasons: missing symbol, unknown kind, foreign fingerprint", 
 TEST_CASE("files that are not libraries are refused with a reason and the rest still load", "[core][registry]") {
   const auto dir = colm::test::temp_dir("colm-registry");
   const auto junk = dir + "/libcolm_junk.so";
-  std::ofstream(junk) << "this is a text file, not a shared library\n";
+  {
+    // Longer than an ELF header, so dlopen reads it and rejects the magic (a short file is "too short").
+    std::ofstream out(junk);
+    for (int i = 0; i < 64; ++i) out << "this is a text file, not a shared library\n";
+  }
   const auto good = dir + "/libcolm_zgood.so";
   fs::copy_file(test_plugin("test_good_task"), good);
+  // A real plugin cut after 4 KiB: valid ELF headers whose segments run past the end of the file
+  // (dlopen would SIGBUS on it; the registry must refuse it first).
+  const auto truncated = dir + "/libcolm_truncated.so";
+  {
+    std::ifstream in(good, std::ios::binary);
+    std::string head(4096, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    std::ofstream(truncated, std::ios::binary).write(head.data(), in.gcount());
+  }
   // A directory and a dangling symlink named like plugins: neither is a regular file. (These are
   // also the "cannot read" cases that work when the tests run as root, where chmod 000 does not
   // stop reading.)
@@ -161,10 +174,13 @@ TEST_CASE("files that are not libraries are refused with a reason and the rest s
   registry.scan({dir, dir + "/missing-directory"});
   REQUIRE(registry.loaded().size() == 1);
   CHECK(registry.loaded()[0].path == good);
-  CHECK(registry.refused().size() == 3);
+  CHECK(registry.refused().size() == 4);
+  REQUIRE(refusal_of(registry, truncated));
+  CHECK_THAT(refusal_of(registry, truncated)->reason, Contains("not a loadable shared library: truncated ELF file: "));
+  CHECK_THAT(refusal_of(registry, truncated)->reason, Contains("but the file has 4096 bytes"));
   REQUIRE(refusal_of(registry, junk));
   CHECK_THAT(refusal_of(registry, junk)->reason, Contains("not a loadable shared library"));
-  CHECK_THAT(refusal_of(registry, junk)->reason, Contains("ELF"));  // dlerror's own words
+  CHECK_THAT(refusal_of(registry, junk)->reason, Contains("invalid ELF header"));  // dlerror's words
   REQUIRE(refusal_of(registry, dir + "/libcolm_dir.so"));
   CHECK_THAT(refusal_of(registry, dir + "/libcolm_dir.so")->reason, Contains("not a regular file: a directory"));
   REQUIRE(refusal_of(registry, dir + "/libcolm_dangling.so"));

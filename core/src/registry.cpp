@@ -3,6 +3,7 @@
 #include "registry.hpp"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -56,6 +58,44 @@ std::string canonical_or_same(const std::string& path) {
 bool valid_kind(int k) { return k >= 1 && k <= 3; }
 
 std::string safe_str(const char* s) { return s ? std::string(s) : std::string("<null>"); }
+
+// dlopen() maps an ELF file's segments as the headers describe them; a truncated library (a copy
+// cut short, a half-written build output) maps pages past the end of the file and the first touch
+// is a SIGBUS inside the loader. So the ranges are checked against the file size before dlopen.
+// Files that are not 64-bit ELF are left to dlopen, whose own messages are clear and safe.
+std::string elf_truncation_problem(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  Elf64_Ehdr eh{};
+  if (size < sizeof eh || !in.read(reinterpret_cast<char*>(&eh), sizeof eh)) return "";
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) return "";
+  auto beyond = [&](uint64_t offset, uint64_t length) { return offset > size || length > size - offset; };
+  auto describe = [&](const std::string& what, uint64_t offset, uint64_t length) {
+    return "truncated ELF file: " + what + " spans bytes " + std::to_string(offset) + ".." +
+           std::to_string(offset + length) + " but the file has " + std::to_string(size) + " bytes";
+  };
+  if (eh.e_phentsize != sizeof(Elf64_Phdr) && eh.e_phnum > 0) return "malformed ELF file: unexpected program header size";
+  const uint64_t ph_bytes = uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr);
+  if (beyond(eh.e_phoff, ph_bytes)) return describe("the program header table", eh.e_phoff, ph_bytes);
+  if (eh.e_shnum > 0 && beyond(eh.e_shoff, uint64_t{eh.e_shnum} * eh.e_shentsize)) {
+    return describe("the section header table", eh.e_shoff, uint64_t{eh.e_shnum} * eh.e_shentsize);
+  }
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  in.seekg(static_cast<std::streamoff>(eh.e_phoff));
+  if (!ph.empty() && !in.read(reinterpret_cast<char*>(ph.data()), static_cast<std::streamsize>(ph_bytes))) {
+    return "unreadable ELF program headers";
+  }
+  for (size_t i = 0; i < ph.size(); ++i) {
+    if (ph[i].p_type != PT_LOAD && ph[i].p_type != PT_DYNAMIC) continue;
+    if (beyond(ph[i].p_offset, ph[i].p_filesz)) {
+      return describe("segment " + std::to_string(i), ph[i].p_offset, ph[i].p_filesz);
+    }
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -118,6 +158,9 @@ PluginInspection inspect_impl(const std::string& path, std::shared_ptr<Library>*
   // failure as "bad file descriptor", which tells the user nothing. The object is then opened
   // (reference-counted, so it is the same mapping) through Boost.DLL with the same flags.
   {
+    if (const auto problem = elf_truncation_problem(path); !problem.empty()) {
+      return fail("shared library", problem, "not a loadable shared library: " + problem);
+    }
     ::dlerror();
     void* raw = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!raw) {
