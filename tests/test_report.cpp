@@ -452,6 +452,10 @@ TEST_CASE("report helpers escape, classify digits and choose ticks", "[report]")
   CHECK(colm::html_escape("a<b>&\"'") == "a&lt;b&gt;&amp;&quot;&#39;");
   CHECK(colm::html_escape(std::string("x\xff" "y")) == "x\xEF\xBF\xBDy");  // invalid UTF-8 replaced
   CHECK(colm::html_escape("é") == "é");
+  CHECK(colm::visible_token("a\n\"b\\") == "\"a\\n\\\"b\\\\\"");
+  CHECK(colm::visible_token("\xE2") == "\"\\xE2\"");           // half of a character
+  CHECK(colm::visible_token("\xE2\x82\xAC") == "\"\xE2\x82\xAC\"");  // the euro sign, whole
+  CHECK(colm::visible_token(std::string("\x01", 1)) == "\"\\x01\"");
   CHECK(colm::is_digit_token("7"));
   CHECK(colm::is_digit_token(" 12"));
   CHECK_FALSE(colm::is_digit_token(" "));

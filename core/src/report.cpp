@@ -88,10 +88,6 @@ std::string md_escape(const std::string& text) {
   return out;
 }
 
-// A token as a visible string: quoted, with newlines and tabs as escapes.
-std::string visible_token(const std::string& text) {
-  return json(sanitize_utf8(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 std::string printf_text(const char* format, double v) {
   char buf[64];
@@ -153,7 +149,7 @@ std::string render_markdown(const Table& t) {
   os << "|";
   for (const auto& h : t.header) os << " " << md_escape(h) << " |";
   os << "\n|";
-  for (size_t i = 0; i < t.header.size(); ++i) os << (i == 0 ? "---|" : "---:|");
+  for (size_t i = 0; i < t.header.size(); ++i) os << "---|";
   os << "\n";
   for (const auto& row : t.rows) {
     os << "|";
@@ -486,7 +482,11 @@ std::string render_svg(const Plot& plot) {
     }
   for (const auto& r : plot.references) take_y(r.y);
   if (!std::isfinite(ylo)) ylo = 0, yhi = 1;
+  const double data_lo = ylo, data_hi = yhi;
   if (yhi - ylo < 1e-9) ylo -= 0.05, yhi += 0.05;
+  // Rates and accuracies live in [0, 1]: a flat line at 0 should not get negative ticks.
+  if (data_lo >= 0) ylo = std::max(ylo, 0.0);
+  if (data_hi <= 1) yhi = std::min(yhi, 1.0);
   const auto yt = nice_ticks(ylo, yhi, 6);
   const auto xt = nice_ticks(xlo, xhi, 5);
   ylo = std::min(ylo, yt.front()), yhi = std::max(yhi, yt.back());
@@ -974,6 +974,42 @@ std::string html_escape(const std::string& text) {
     }
   }
   return out;
+}
+
+std::string visible_token(const std::string& text) {
+  std::string out = "\"";
+  char buf[8];
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      // The sequence the lead byte announces, when it is complete and valid.
+      size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+      const std::string piece = len && i + len <= text.size() ? text.substr(i, len) : std::string();
+      if (!piece.empty() && sanitize_utf8(piece) == piece) {
+        out += piece;
+        i += len;
+      } else {
+        std::snprintf(buf, sizeof buf, "\\x%02X", unsigned(c));
+        out += buf;
+        ++i;
+      }
+      continue;
+    }
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20 || c == 0x7F) {
+      std::snprintf(buf, sizeof buf, "\\x%02X", unsigned(c));
+      out += buf;
+    } else {
+      out += char(c);
+    }
+    ++i;
+  }
+  return out + "\"";
 }
 
 bool is_digit_token(const std::string& text) {

@@ -113,6 +113,9 @@ COLM_VISIBLE std::string report_html(const ReportData& data);
 // Helpers shared with the tests.
 COLM_VISIBLE std::string html_escape(const std::string& text);  // also replaces invalid UTF-8 by U+FFFD
 COLM_VISIBLE bool is_digit_token(const std::string& text);     // non-empty, digits after trimming spaces
+// A token quoted for tables: control characters escaped, and bytes that are not valid UTF-8 (a
+// byte-level token may be part of a character) as \xNN, so different bytes stay distinct.
+COLM_VISIBLE std::string visible_token(const std::string& text);
 // Tick positions covering [lo, hi] at a "nice" step (1, 2 or 5 times a power of ten).
 COLM_VISIBLE std::vector<double> nice_ticks(double lo, double hi, int target_count = 5);
 
