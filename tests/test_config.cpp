@@ -45,6 +45,7 @@ TEST_CASE("from_file reads a file and names a missing one", "[core][config]") {
 
   const auto msg = config_error([&] { ConfigView::from_file(dir + "/nope.toml"); });
   CHECK_THAT(msg, Contains(dir + "/nope.toml"));
+  CHECK_THAT(config_error([&] { ConfigView::from_file(dir); }), Contains("is a directory"));
 }
 
 TEST_CASE("getters return values, defaults, and accept an int where a float is expected", "[core][config]") {

@@ -193,7 +193,7 @@ std::string colm_cmd() { return "COLM_THREADS=2 " + test::colm_binary() + " --lo
 
 }  // namespace
 
-TEST_CASE("a tiny experiment runs end to end; a rerun executes nothing and changes nothing", "[runner]") {
+TEST_CASE("a tiny experiment runs end to end, and a rerun executes nothing and changes nothing", "[runner]") {
   const auto dir = test::temp_dir("colm-runner");
   const auto db = dir + "/results.db";
   const auto toml = write_experiment(dir, db);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -325,6 +326,8 @@ ConfigView ConfigView::from_string(const std::string& toml, const std::string& s
 }
 
 ConfigView ConfigView::from_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw ConfigError("config file '" + path + "' is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError("cannot open config file '" + path + "': no such file or not readable");
   std::ostringstream buf;
