@@ -154,7 +154,7 @@ n_layer = 4
   CHECK(experts.sub("absent").get_int("x", 5, "") == 5);
 }
 
-TEST_CASE("--set overrides existing, new and nested keys with TOML types", "[core][config]") {
+TEST_CASE("overrides given with --set change existing, new and nested keys with TOML types", "[core][config]") {
   auto cfg = ConfigView::from_string("[experiment]\nseed = 1\nname = \"a\"\n", "o.toml");
   cfg.apply_override("experiment.seed=5");          // existing key, integer
   cfg.apply_override("experiment.name = b");        // bare word -> string
