@@ -422,6 +422,35 @@ TEST_CASE("two shards writing one WAL database at once lose no row; merged shard
   CHECK(test::run_command(colm_cmd() + " merge " + merged_db, &out) == 2);
 }
 
+TEST_CASE("a run that throws is stored as failed with its error; the others go on; a rerun retries it",
+          "[runner]") {
+  const auto dir = test::temp_dir("colm-runner");
+  const auto db = dir + "/results.db";
+  // The helper's context (64 positions) is shorter than every prompt: runs that need it fail when
+  // they decode, the base alone (256 positions) does not.
+  auto text = replace_all(kTiny, "max_positions = 256\ninit_seed = 2", "max_positions = 64\ninit_seed = 2");
+  text = replace_all(text, "[calibrate]\neta = [0.3, 0.95]\npolicies = [\"random\", \"confidence\"]\n", "");
+  text = replace_all(text, "policies = [\"base_only\", \"assistant_only\", \"random\", \"confidence\"]",
+                     "policies = [\"assistant_only\"]");
+  const auto toml = write_experiment(dir, db, text);
+  const auto first = run_in_process(toml);
+  CHECK(first.runs_failed == 2);  // assistant_only and the helper alone
+  CHECK(first.runs_done == 1);    // the base alone
+  auto store = ResultsStore::open(db);
+  for (const auto& r : store.runs()) {
+    INFO(r.policy);
+    if (r.policy == "base") {
+      CHECK(r.status == "done");
+    } else {
+      CHECK(r.status == "failed");
+      CHECK(r.error.find("[decode]") != std::string::npos);
+    }
+  }
+  const auto again = run_in_process(toml);
+  CHECK(again.runs_skipped == 1);
+  CHECK(again.runs_failed == 2);
+}
+
 TEST_CASE("summaries: means, ratio-of-sums deferral rate and seeded bootstrap intervals", "[runner][stats]") {
   std::vector<ExampleRecord> ex(8);
   const double acc[] = {1, 0, 1, 1, 0, 1, 1, 1};
@@ -468,4 +497,104 @@ TEST_CASE("eta choice: best metric with ties to fewer deferrals; target rates to
   CHECK_THROWS_WITH(parse_shard("a/3"), Catch::Contains("expected i/n"));
   CHECK(in_shard(4, parse_shard("1/3")));
   CHECK_FALSE(in_shard(4, parse_shard("0/3")));
+}
+
+TEST_CASE("random deferral at another policy's calibrated rate, a reference expert, and the teacher-forced analysis",
+          "[runner][analysis]") {
+  const auto dir = test::temp_dir("colm-runner");
+  const auto db = dir + "/results.db";
+  auto text = replace_all(kTiny, "rule = \"random\"\np = 0.4\n", "rule = \"random\"\nmatch_rate = \"confidence\"\n");
+  text = replace_all(text, "policies = [\"random\", \"confidence\"]", "policies = [\"confidence\"]");
+  text = replace_all(text, "[task]", R"([experts.other]
+plugin = "transformer"
+role = "reference"
+family = "gpt2"
+n_layer = 1
+n_head = 2
+d_model = 16
+d_ff = 32
+max_positions = 256
+init_seed = 5
+
+[policies.oracle]
+plugin = "rules"
+rule = "oracle"
+
+[analysis]
+policies = ["confidence", "oracle"]
+
+[task])");
+  text = replace_all(text, "baselines = [\"base\", \"helper\"]", "baselines = [\"base\", \"helper\", \"other\"]");
+  const auto toml = write_experiment(dir, db, text);
+  const auto summary = run_in_process(toml);
+  CHECK(summary.runs_failed == 0);
+
+  auto store = ResultsStore::open(db);
+  const auto exp = store.find_experiment("runner-test");
+  REQUIRE(exp);
+  double confidence_rate = -1;
+  for (const auto& c : store.calibration(exp->id))
+    if (c.policy == "confidence" && c.chosen && c.metric == "deferral_rate") confidence_rate = c.value;
+  REQUIRE(confidence_rate >= 0);
+
+  int random_runs = 0, analysis_runs = 0, reference_runs = 0;
+  for (const auto& r : store.runs()) {
+    INFO(r.policy << " " << r.strategy << " " << r.params_json);
+    CHECK(r.status == "done");
+    const auto params = nlohmann::json::parse(r.params_json);
+    if (r.policy == "random") {
+      ++random_runs;
+      // p is the confidence policy's deferral rate at its calibrated eta, measured on valid.
+      CHECK(params.at("match_rate") == "confidence");
+      CHECK(params.at("matched_rate").get<double>() == confidence_rate);
+    }
+    if (r.policy == "other") ++reference_runs;
+    if (r.strategy != "teacher_forced") continue;
+    ++analysis_runs;
+    std::map<std::string, double> m;
+    for (const auto& x : store.metrics(r.id)) m[x.name] = x.value;
+    const auto examples = store.examples(r.id, true);
+    CHECK(examples.size() == kTestExamples);
+    for (const auto& e : examples) {
+      CHECK(e.n_tokens == int64_t(e.tokens.size()));
+      std::string joined;  // the stored tokens spell the gold target
+      for (const auto& tok : e.tokens) joined += tok.text;
+      CHECK(joined == e.output);
+    }
+    CHECK(m.at("token_accuracy") >= 0);
+    CHECK(m.at("token_accuracy") <= m.at("oracle_token_accuracy") + 1e-12);
+    if (r.policy == "oracle") {
+      // The oracle defers exactly at the oracle positions: its token accuracy is the oracle's.
+      CHECK(m.at("token_accuracy") == Approx(m.at("oracle_token_accuracy")));
+      CHECK(m.at("tf_deferral_rate") == Approx(m.at("oracle_rate")));
+      if (m.count("deferred_where_oracle")) CHECK(m.at("deferred_where_oracle") == Approx(1.0));
+    } else {
+      CHECK(params.contains("calibrated_eta"));  // analysed at its calibrated eta
+    }
+  }
+  CHECK(random_runs == 1);
+  CHECK(analysis_runs == 2);
+  CHECK(reference_runs == 1);
+  // A rerun does nothing.
+  const auto again = run_in_process(toml);
+  CHECK(again.runs_done == 0);
+  CHECK(again.runs_failed == 0);
+}
+
+TEST_CASE("matched rates and analyses are validated before any work", "[runner][analysis]") {
+  const auto dir = test::temp_dir("colm-runner");
+  const auto db = dir + "/results.db";
+  auto check = [&](const std::string& text, const std::string& expect) {
+    const auto toml = write_experiment(dir, db, text);
+    INFO(expect);
+    CHECK_THROWS_WITH(parse_experiment_file(toml), Catch::Contains(expect));
+  };
+  const auto matched = replace_all(kTiny, "p = 0.4\n", "match_rate = \"confidence\"\n");
+  check(matched, "remove it from [calibrate] policies");
+  check(replace_all(matched, "policies = [\"random\", \"confidence\"]", "policies = [\"random\"]"),
+        "'confidence' is not calibrated");
+  check(replace_all(kTiny, "p = 0.4\n", "match_rate = \"nobody\"\n"), "unknown policy 'nobody'");
+  check(kTiny + "\n[analysis]\npolicies = [\"ghost\"]\n", "unknown policy 'ghost'");
+  check(kTiny + "\n[analysis]\npolicies = []\n", "empty list");
+  check(replace_all(kTiny, "role = \"assistant\"", "role = \"helper\""), "'helper' is not one of");
 }

@@ -23,7 +23,7 @@ namespace colm {
 namespace {
 
 const std::vector<std::string> kSections = {"experiment", "experts", "task", "train", "policies",
-                                            "calibrate", "sweep", "report"};
+                                            "calibrate", "sweep", "analysis", "report"};
 const std::vector<std::string> kStrategies = {"defer", "mixture"};
 const std::vector<std::string> kZipAxes = {"policies", "eta", "strategies", "seeds"};
 
@@ -73,13 +73,23 @@ LmTrainSpec parse_lm_train(const ConfigView& t, int64_t default_seed) {
   s.batch_size = t.get_int("batch_size", 16, "sequences per step");
   s.seq_len = t.get_int("seq_len", 128, "tokens per training sequence");
   s.seed = t.get_int("seed", default_seed, "training seed (data order); default: experiment.seed");
+  s.warmup = t.get_int("warmup", 0, "steps of linear learning-rate warm-up (then linear decay to 0)");
   check_positive(t, "steps", double(s.steps));
+  if (s.warmup < 0 || s.warmup >= s.steps) t.fail("warmup", "must be in [0, steps)");
+  s.export_dir = t.get_string("export", "",
+                              "directory the trained checkpoint is also copied to (HF format), e.g. to commit it");
   check_positive(t, "lr", s.lr);
   check_positive(t, "batch_size", double(s.batch_size));
   check_positive(t, "seq_len", double(s.seq_len));
   if (s.data != "task" && !fs::exists(s.data)) t.fail("data", "training data file '" + s.data + "' does not exist");
   t.check_all_read();
   s.canonical = t.canonical();
+  if (!s.export_dir.empty()) {
+    // Where a copy goes does not change what is trained.
+    auto without = nlohmann::json::parse(s.canonical);
+    without.erase("export");
+    s.canonical = without.dump();
+  }
   return s;
 }
 
@@ -178,8 +188,8 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
     e.name = name;
     e.config = c;
     e.plugin = c.require_string("plugin", "expert plugin, e.g. transformer");
-    e.role = c.require_string("role", "base or assistant");
-    require_one_of(c, "role", e.role, {"base", "assistant"});
+    e.role = c.require_string("role", "base, assistant, or reference (a single-model baseline no policy consults)");
+    require_one_of(c, "role", e.role, {"base", "assistant", "reference"});
     if (e.role == "base") ++n_base;
     if (c.has("checkpoint")) {
       e.checkpoint = c.get_string("checkpoint", "", "checkpoint directory (HF format)");
@@ -220,6 +230,8 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
       p.section = "policies";
       p.config = c;
       p.plugin = c.require_string("plugin", "policy plugin, e.g. rules");
+      p.match_rate = c.get_string("match_rate", "",
+                                  "set the plugin's deferral probability `p` to this policy's calibrated deferral rate");
       s.policies.push_back(std::move(p));
       policy_names.insert(name);
     }
@@ -325,6 +337,39 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
     if (cal.max_examples < 0) c.fail("max_examples", "must be >= 0");
     c.check_all_read();
     s.calibrate = cal;
+  }
+
+  // match_rate: the matched policy must be calibrated (its rate comes from the calibration split).
+  for (const auto& p : s.policies) {
+    if (p.match_rate.empty()) continue;
+    if (p.match_rate == p.name) p.config.fail("match_rate", "a policy cannot match its own deferral rate");
+    if (!policy_names.count(p.match_rate))
+      p.config.fail("match_rate", "unknown policy '" + p.match_rate + "'");
+    if (!s.calibrate || !contains(s.calibrate->policies, p.match_rate))
+      p.config.fail("match_rate", "policy '" + p.match_rate +
+                                      "' is not calibrated: list it in [calibrate] policies (its rate is measured there)");
+    if (s.calibrate && !s.calibrate->target_rates.empty())
+      p.config.fail("match_rate", "match_rate needs one calibrated eta per policy ([calibrate] target_rates is set)");
+    if (s.calibrate && contains(s.calibrate->policies, p.name))
+      p.config.fail("match_rate", "policy '" + p.name + "' has its rate matched, so calibrating its eta means "
+                                  "nothing: remove it from [calibrate] policies");
+  }
+
+  // [analysis]
+  if (root.has("analysis")) {
+    const auto a = root.sub("analysis");
+    AnalysisSpec an;
+    an.policies = a.get_string_or_list("policies", {}, "policies analysed teacher-forced on the gold targets");
+    an.split = a.get_string("split", s.sweep.split, "split analysed (default: the sweep's)");
+    an.max_examples = a.get_int("max_examples", s.sweep.max_examples, "examples analysed at most (0: all)");
+    an.eta = a.get_double("eta", 0.5, "threshold of the analysed policies that are not calibrated");
+    if (an.policies.empty()) a.fail("policies", "empty list: name at least one policy to analyse");
+    for (const auto& p : an.policies)
+      if (!policy_names.count(p)) a.fail("policies", "unknown policy '" + p + "'");
+    if (an.max_examples < 0) a.fail("max_examples", "must be >= 0");
+    if (!(an.eta >= 0 && an.eta <= 1)) a.fail("eta", "must be in [0, 1], got " + std::to_string(an.eta));
+    a.check_all_read();
+    s.analysis = an;
   }
 
   // [report]
@@ -454,6 +499,21 @@ std::string calibration_key(const ExperimentSpec& spec, const std::string& polic
   return sha1_hex("calibration-v1" + j.dump());
 }
 
+namespace {
+
+PluginContext policy_context(const ExperimentSpec& spec, const LoadedExperiment& L, const PolicySpec& p,
+                             PluginContext ctx) {
+  ctx.instance = p.name;
+  ctx.seed = uint64_t(p.trained ? p.seed : spec.seed);
+  ctx.work_dir = (fs::path(spec.artifacts_dir) / "policies" / p.name).string();
+  ctx.num_assistants = int64_t(spec.assistants().size());
+  ctx.base_hidden_size = L.expert_info.at(spec.base().name).hidden_size;
+  ctx.vocab_size = L.expert_info.at(spec.base().name).vocab_size;
+  return ctx;
+}
+
+}  // namespace
+
 LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& registry, const LoadOptions& options) {
   LoadedExperiment L;
   PluginContext base_ctx;
@@ -481,6 +541,7 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
     };
     check_split(spec.root.sub("sweep"), "split", spec.sweep.split);
     if (spec.calibrate) check_split(spec.root.sub("calibrate"), "split", spec.calibrate->split);
+    if (spec.analysis) check_split(spec.root.sub("analysis"), "split", spec.analysis->split);
     for (const auto& p : spec.policies)
       if (p.trained) check_split(p.config, "split", p.split);
     for (const auto& e : spec.experts)
@@ -573,14 +634,7 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
   for (const auto& p : spec.policies) {
     const auto version = plugin_version(registry, PluginKind::policy, p.plugin);
     L.plugin_versions["policy/" + p.plugin] = version;
-    auto ctx = base_ctx;
-    ctx.instance = p.name;
-    ctx.seed = uint64_t(p.trained ? p.seed : spec.seed);
-    ctx.work_dir = (fs::path(spec.artifacts_dir) / "policies" / p.name).string();
-    ctx.num_assistants = int64_t(spec.assistants().size());
-    ctx.base_hidden_size = L.expert_info.at(base.name).hidden_size;
-    ctx.vocab_size = L.expert_info.at(base.name).vocab_size;
-    auto policy = registry.create_policy(p.plugin, p.config, ctx);
+    auto policy = registry.create_policy(p.plugin, p.config, policy_context(spec, L, p, base_ctx));
     p.config.check_all_read();
     if (p.trained && !policy->trainable())
       p.config.fail("plugin", "policy plugin '" + p.plugin + "' is not trainable; define it under [policies." +
@@ -598,6 +652,19 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
   // Whatever is left unread anywhere is a misspelt or unsupported key.
   spec.root.check_all_read();
   return L;
+}
+
+std::shared_ptr<DeferralPolicy> create_policy_with(const ExperimentSpec& spec, const LoadedExperiment& loaded,
+                                                   const Registry& registry, const std::string& name,
+                                                   const std::vector<std::string>& overrides) {
+  const auto& p = spec.policy(name);
+  auto doc = ConfigView::from_string(spec.root.to_toml(), spec.file.empty() ? "<experiment>" : spec.file);
+  for (const auto& o : overrides) doc.apply_override(p.section + "." + name + "." + o);
+  PluginContext base_ctx;
+  base_ctx.device = spec.device;
+  auto view = doc.sub(p.section).sub(name);
+  auto policy = registry.create_policy(p.plugin, view, policy_context(spec, loaded, p, base_ctx));
+  return policy;
 }
 
 // ---- runs ------------------------------------------------------------------------------------------
@@ -659,6 +726,11 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     j["assistant_keys"] = assistant_keys;
     if (eta) j["eta"] = *eta;
     else j["calibration_key"] = calibration_key(spec, policy, strategy, L);
+    const auto& match = spec.policy(policy).match_rate;
+    if (!match.empty()) {
+      j["match_rate"] = match;
+      j["match_calibration_key"] = calibration_key(spec, match, strategy, L);
+    }
     if (target_rate) j["target_rate"] = *target_rate;
     j["strategy"] = strategy;
     j["seed"] = seed;
@@ -698,6 +770,35 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
           for (int64_t seed : sw.seeds) policy_run(p, std::nullopt, st, seed, rate);
   }
 
+  if (spec.analysis) {
+    // Teacher-forced analysis: one run per policy, at its calibrated eta when it has one.
+    for (const auto& p : spec.analysis->policies) {
+      const bool calibrated = spec.calibrate && contains(spec.calibrate->policies, p) &&
+                              spec.calibrate->target_rates.empty();
+      RunSpec r;
+      r.kind = "teacher_forced";
+      r.policy = p;
+      if (!calibrated) r.eta = spec.analysis->eta;
+      r.calibrated = calibrated;
+      r.strategy = "teacher_forced";
+      r.split = spec.analysis->split;
+      r.seed = sw.seeds.front();
+      auto j = common_params(spec, L);
+      j["kind"] = "teacher_forced";
+      j["policy"] = p;
+      j["policy_key"] = L.policy_keys.at(p);
+      j["base_key"] = L.expert_keys.at(spec.base().name);
+      j["assistant_keys"] = assistant_keys;
+      if (r.eta) j["eta"] = *r.eta;
+      else j["calibration_key"] = calibration_key(spec, p, sw.strategies.front(), L);
+      j["split"] = r.split;
+      j["max_examples"] = spec.analysis->max_examples;
+      j["seed"] = r.seed;
+      r.params = std::move(j);
+      add(std::move(r));
+    }
+  }
+
   for (const auto& b : sw.baselines) {
     RunSpec r;
     r.kind = "single";
@@ -721,7 +822,8 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
 
 std::string describe_run(const RunSpec& r) {
   std::ostringstream os;
-  os << (r.kind == "single" ? "single=" : "policy=") << r.policy << " eta=";
+  os << (r.kind == "single" ? "single=" : r.kind == "teacher_forced" ? "teacher_forced=" : "policy=") << r.policy
+     << " eta=";
   if (r.kind == "single") os << "-";
   else if (r.eta) {
     char buf[32];

@@ -27,6 +27,8 @@ struct LmTrainSpec {
   int64_t batch_size = 0;
   int64_t seq_len = 0;
   int64_t seed = 0;
+  int64_t warmup = 0;      // linear warm-up steps
+  std::string export_dir;  // also copy the trained checkpoint here ("" = no)
   std::string canonical;   // canonical form of the table (for artifact keys)
 };
 
@@ -63,6 +65,9 @@ struct PolicySpec {
   int64_t seed = 0;
   std::string split;       // training split
   int64_t max_examples = 0;
+  // [policies.NAME] match_rate: the plugin's `p` is set, per run, to this other policy's deferral rate
+  // at its calibrated eta on the calibration split (e.g. random deferral at Co-LLM's rate).
+  std::string match_rate;
   ConfigView config;
 };
 
@@ -93,6 +98,14 @@ struct SweepSpec {
   int64_t batch_size = 8;
 };
 
+// [analysis]: teacher-forced analysis of policies on the gold targets (the oracle included).
+struct AnalysisSpec {
+  std::vector<std::string> policies;  // analysed policies (any defined, oracles included)
+  std::string split;                  // default: the sweep's split
+  int64_t max_examples = 0;           // default: the sweep's max_examples
+  double eta = 0.5;                   // threshold of policies that are not calibrated
+};
+
 // [report]
 struct ReportSpec {
   int64_t bootstrap_samples = 1000;
@@ -113,6 +126,7 @@ struct ExperimentSpec {
   std::vector<PolicySpec> policies; // [train.*] then [policies.*]
   std::optional<CalibrateSpec> calibrate;
   SweepSpec sweep;
+  std::optional<AnalysisSpec> analysis;
   ReportSpec report;
   ConfigView root;
 
@@ -154,6 +168,12 @@ struct LoadOptions {
 // every key was read. Nothing is trained or decoded.
 LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& registry, const LoadOptions& options);
 
+// A fresh instance of policy `name` with plugin keys overridden ("key=value", TOML values), created
+// with the same context as load_experiment gives it (e.g. a random policy at a measured rate).
+std::shared_ptr<DeferralPolicy> create_policy_with(const ExperimentSpec& spec, const LoadedExperiment& loaded,
+                                                   const Registry& registry, const std::string& name,
+                                                   const std::vector<std::string>& overrides);
+
 // Content key of an lm-trained expert, of a trained policy and of a calibration (used by the runner too).
 std::string expert_artifact_key(const ExpertSpec& spec, const std::string& initial_key, const std::string& task_key,
                                 const std::string& plugin_version);
@@ -164,7 +184,7 @@ std::string calibration_key(const ExperimentSpec& spec, const std::string& polic
 
 // One run of the sweep.
 struct RunSpec {
-  std::string kind;        // "policy" or "single"
+  std::string kind;        // "policy", "single" or "teacher_forced" (the [analysis] of a policy)
   std::string policy;      // policy name, or the expert name of a single-model run
   std::optional<double> eta;  // absent: the calibrated eta (or not applicable for single runs)
   bool calibrated = false;

@@ -269,6 +269,11 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
     r.run = run;
     for (auto& m : store.metrics(run.id)) r.metrics[m.name] = m;
     auto p = parse_params(run);
+    if (p.value("kind", "") == "teacher_forced") {
+      r.calibrated = p.contains("calibrated_eta");
+      x.analysis.push_back(std::move(r));
+      continue;
+    }
     r.single = p.value("kind", "") == "single" || run.strategy == "single";
     r.calibrated = p.contains("calibrated_eta");
     if (r.single) {
@@ -834,6 +839,27 @@ Table deferral_table(const ReportExperiment& x) {
   return t;
 }
 
+// The teacher-forced analysis: who would emit each gold token, and how that compares with the oracle.
+Table analysis_table(const ReportExperiment& x) {
+  Table t;
+  t.header = {"policy", "η", "split", "status", "token accuracy [CI]", "deferral rate", "base alone",
+              "oracle", "oracle positions", "deferred at oracle positions", "oracle positions deferred"};
+  t.css_class = "analysis";
+  for (const auto& r : x.analysis)
+    t.rows.push_back({r.run.policy, eta_text(r), r.run.split, r.run.status, metric_text(r, "token_accuracy"),
+                      metric_text(r, "tf_deferral_rate"), metric_text(r, "base_token_accuracy"),
+                      metric_text(r, "oracle_token_accuracy"), metric_text(r, "oracle_rate"),
+                      metric_text(r, "deferred_where_oracle"), metric_text(r, "oracle_deferred")});
+  return t;
+}
+
+constexpr const char* kAnalysisNote =
+    "Teacher-forced: every model reads the prompt and the gold target once; at each gold token the policy "
+    "decides at its η who would emit it. Token accuracy: that model's top-1 is the gold token. Oracle "
+    "positions: an assistant is right where the base is wrong (the oracle policy defers exactly there). "
+    "Deferred at oracle positions: the share of the policy's deferrals that fall on them; oracle positions "
+    "deferred: the share of them it defers. Means over examples.";
+
 std::string best_reference_text(const ReportExperiment& x) {
   std::map<int64_t, int64_t> refs;  // reference run -> comparisons
   for (const auto& c : x.comparisons) ++refs[c.reference_run_id];
@@ -1114,6 +1140,9 @@ std::string report_markdown(const ReportData& data) {
        << "\n\n" << render_markdown(comparison_table(x)) << "\n" << md_escape(methods_text(x)) << "\n\n";
     os << "### Where it defers\n\nDigits: tokens that are all digits once spaces are removed.\n\n"
        << render_markdown(deferral_table(x)) << "\n";
+    if (!x.analysis.empty())
+      os << "### Teacher-forced analysis\n\n" << md_escape(kAnalysisNote) << "\n\n"
+         << render_markdown(analysis_table(x)) << "\n";
   }
   return os.str();
 }
@@ -1150,6 +1179,9 @@ std::string report_html(const ReportData& data) {
        << "</p>\n";
     os << "<h3>Where it defers</h3>\n<p class=\"note\">Digits: tokens that are all digits once spaces are removed."
        << "</p>\n" << render_html(deferral_table(x));
+    if (!x.analysis.empty())
+      os << "<h3>Teacher-forced analysis</h3>\n<p class=\"note\">" << html_escape(kAnalysisNote) << "</p>\n"
+         << render_html(analysis_table(x));
     os << "<h3>Example outputs</h3>\n<div class=\"legend-box\">Token colours: ";
     for (uint32_t s = 0; s < count_source_legend(x); ++s)
       os << "<span class=\"swatch src" << s << "\">" << html_escape(source_name(x, s)) << (s == 0 ? " (base)" : " (assistant)")

@@ -81,7 +81,8 @@ struct ReportExperiment {
   double confidence = 0.95;
   int64_t examples_per_policy = 20;
   std::vector<std::string> source_names;  // index 0: the base expert, j: assistant j
-  std::vector<ReportRun> runs;            // by id
+  std::vector<ReportRun> runs;            // by id (decoded runs: policies and single models)
+  std::vector<ReportRun> analysis;        // teacher-forced analysis runs ([analysis]), by id
   std::vector<CalibrationRecord> calibration;
   std::vector<ReportComparison> comparisons;
   std::vector<ReportDeferral> deferrals;

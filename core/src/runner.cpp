@@ -111,6 +111,7 @@ void mark_done(const fs::path& dir) {
 void copy_dir_atomic(const fs::path& from, const fs::path& to) {
   const auto tmp = to.string() + ".tmp";
   std::error_code ec;
+  if (to.has_parent_path()) fs::create_directories(to.parent_path());
   fs::remove_all(tmp, ec);
   fs::copy(from, tmp, fs::copy_options::recursive);
   fs::remove_all(to, ec);
@@ -159,6 +160,7 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       c.lr = t.lr;
       c.seed = uint64_t(t.seed);
       c.max_len = t.seq_len;
+      c.warmup = t.warmup;
       c.checkpoint_every = std::max<int64_t>(1, t.steps / 10);
       c.checkpoint_dir = (dir / "checkpoints").string();
       c.label = "lm:" + e.name;
@@ -171,6 +173,10 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       mark_done(dir);
     } else {
       spdlog::info("[runner] prepare: expert '{}' reused from {}", e.name, dir.string());
+    }
+    if (!e.train->export_dir.empty()) {
+      copy_dir_atomic(dir / "model", e.train->export_dir);
+      spdlog::info("[runner] prepare: expert '{}' exported to {}", e.name, e.train->export_dir);
     }
     loaded.experts[e.name] =
         registry.create_expert(e.plugin, checkpoint_view((dir / "model").string(), e.name), expert_context(spec, e.name));
@@ -211,12 +217,32 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       fs::create_directories(dir);
       spdlog::info("[runner] train: policy '{}' ({}{}) for {} steps on {} examples ({})", p.name, p.objective,
                    p.init == "none" ? "" : " after " + p.init, p.steps, data.size(), dir.string());
+      // The head names the base it decodes with: the fine-tuned copy as it will be loaded back.
+      auto saved_base_fingerprint = [&](const std::string& base_dir) {
+        const auto& b = spec.base();
+        return registry.create_expert(b.plugin, checkpoint_view(base_dir, b.name), expert_context(spec, b.name))
+            ->fingerprint();
+      };
       train_deferral(base, assistants, policy, data, nullptr, c, ds, dir.string(),
-                     (fs::path(spec.artifacts_dir) / "scores").string());
+                     (fs::path(spec.artifacts_dir) / "scores").string(), saved_base_fingerprint);
       mark_done(dir);
     } else {
       spdlog::info("[runner] train: policy '{}' reused from {}", p.name, dir.string());
-      policy.load((dir / "head.safetensors").string());
+      const auto head = (dir / "head.safetensors").string();
+      const auto meta = policy.load(head);
+      // A reused head must belong to the experts it will decide between (the prepared assistants, and
+      // the base it decodes with: its own fine-tuned copy or the shared one).
+      std::vector<std::string> assistant_fps;
+      for (const auto* a : assistants) assistant_fps.push_back(a->fingerprint());
+      std::string base_fp;
+      if (p.finetune_base && p.objective == "marginal_likelihood") {
+        const auto& b = spec.base();
+        base_fp = registry.create_expert(b.plugin, checkpoint_view((dir / "base").string(), b.name),
+                                         expert_context(spec, b.name))->fingerprint();
+      } else {
+        base_fp = loaded.experts.at(spec.base().name)->fingerprint();
+      }
+      check_head_matches(meta, base_fp, assistant_fps, head);
     }
     if (p.finetune_base && p.objective == "marginal_likelihood") base_dirs[p.name] = (dir / "base").string();
   }
@@ -345,6 +371,10 @@ RunContext::RunContext(const ExperimentSpec& spec, LoadedExperiment& loaded, con
                        std::map<std::string, std::string> base_dirs)
     : spec_(spec), loaded_(loaded), registry_(registry), base_dirs_(std::move(base_dirs)) {}
 
+void RunContext::override_policy(const std::string& name, const std::vector<std::string>& overrides) {
+  loaded_.policies[name] = create_policy_with(spec_, loaded_, registry_, name, overrides);
+}
+
 const std::vector<Example>& RunContext::examples(const std::string& split, int64_t max_examples) {
   const auto key = std::make_pair(split, max_examples);
   auto it = examples_.find(key);
@@ -419,6 +449,70 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
       tok.probs.assign(r.trace[t].probs.begin(), r.trace[t].probs.end());
       rec.tokens.push_back(std::move(tok));
     }
+    records.push_back(std::move(rec));
+  }
+  return records;
+}
+
+std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, double eta, int64_t seed,
+                                               const std::vector<Example>& examples, const std::vector<size_t>& idx) {
+  auto& base = base_for(policy_name);
+  auto& policy = *loaded_.policies.at(policy_name);
+  std::vector<Expert*> assistants;
+  for (const auto* a : spec_.assistants()) assistants.push_back(loaded_.experts.at(a->name).get());
+  const auto& tok = base.tokenizer();
+  std::vector<ExampleRecord> records;
+  for (size_t i : idx) {
+    const auto& ex = examples.at(i);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto prompt_ids = tok.encode(ex.prompt, true);
+    auto target_ids = tok.encode(ex.target, false);
+    // Like generation, the analysis stops where the base's context ends.
+    const int64_t max_pos = base.info().max_positions;
+    if (max_pos > 0 && int64_t(prompt_ids.size() + target_ids.size()) - 1 > max_pos)
+      target_ids.resize(size_t(std::max<int64_t>(0, max_pos - int64_t(prompt_ids.size()) + 1)));
+    COLM_CHECK(!target_ids.empty(), "[runner] analysis: example '" << ex.id << "' has no target token within the "
+                                                                   << "base's " << max_pos << " positions");
+    const auto tr = teacher_forced_trace(base, assistants, policy, prompt_ids, target_ids,
+                                         decode_row_seed(uint64_t(seed), uint64_t(i), 0));
+    const int64_t T = tr.gold.size(0), M = int64_t(assistants.size());
+    // Who would emit each gold token: the same rule as the decoder's `defer` strategy.
+    const auto defer = (1 - tr.probs.select(1, 0)) > eta;                                   // [T]
+    const auto best = tr.probs.narrow(1, 1, M).argmax(1) + 1;                                // [T]
+    const auto who = defer.to(torch::kLong) * best;                                          // [T]
+    const auto chosen_top1 = tr.top1.gather(1, who.unsqueeze(1)).squeeze(1);                // [T]
+    const auto correct = chosen_top1 == tr.gold;                                             // [T]
+    const auto right = tr.top1 == tr.gold.unsqueeze(1);                                      // [T, M+1]
+    const auto oracle = right.narrow(1, 1, M).any(1).logical_and(right.select(1, 0).logical_not());  // [T]
+    const double n_def = defer.sum().item<double>(), n_oracle = oracle.sum().item<double>();
+    const double both = defer.logical_and(oracle).sum().item<double>();
+
+    ExampleRecord rec;
+    rec.example_id = ex.id;
+    rec.index = int64_t(i);
+    rec.prompt = ex.prompt;
+    rec.output = tok.decode(target_ids);
+    rec.reference = ex.reference;
+    rec.n_tokens = T;
+    rec.n_deferred = int64_t(n_def);
+    rec.metrics["token_accuracy"] = correct.to(torch::kDouble).mean().item<double>();
+    rec.metrics["base_token_accuracy"] = right.select(1, 0).to(torch::kDouble).mean().item<double>();
+    rec.metrics["oracle_token_accuracy"] = right.any(1).to(torch::kDouble).mean().item<double>();
+    rec.metrics["tf_deferral_rate"] = n_def / double(T);
+    rec.metrics["oracle_rate"] = n_oracle / double(T);
+    if (n_def > 0) rec.metrics["deferred_where_oracle"] = both / n_def;  // precision against the oracle
+    if (n_oracle > 0) rec.metrics["oracle_deferred"] = both / n_oracle;  // recall
+    for (int64_t t = 0; t < T; ++t) {
+      TokenRecord tokr;
+      tokr.position = t;
+      tokr.token_id = tr.gold[t].item<int64_t>();
+      tokr.text = tok.decode({tokr.token_id});
+      tokr.source = int(who[t].item<int64_t>());
+      const auto row = tr.probs[t].contiguous();
+      tokr.probs.assign(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
+      rec.tokens.push_back(std::move(tokr));
+    }
+    rec.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     records.push_back(std::move(rec));
   }
   return records;
@@ -526,12 +620,26 @@ std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage
   if (!spec.calibrate) return out;
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    if (!in_shard(i, options.shard) || r.kind != "policy" || !r.calibrated) continue;
-    const auto key = std::make_pair(r.policy, r.strategy);
+    if (!in_shard(i, options.shard) || r.kind == "single" || !r.calibrated) continue;
+    // A teacher-forced analysis uses the eta calibrated for the sweep's first strategy.
+    const auto key = std::make_pair(r.policy, r.kind == "teacher_forced" ? spec.sweep.strategies.front() : r.strategy);
     if (out.count(key)) continue;
     const auto stored = store.find_run(r.key);
     if (stored && stored->status == "done") continue;
-    out[key] = context.calibrate(store, experiment_id, r.policy, r.strategy, summary);
+    out[key] = context.calibrate(store, experiment_id, key.first, key.second, summary);
+  }
+  // Runs whose rate is matched to another policy need that policy's calibration (its points are
+  // stored artifacts: recomputed only when missing).
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    if (!in_shard(i, options.shard) || r.kind != "policy") continue;
+    const auto& match = spec.policy(r.policy).match_rate;
+    if (match.empty()) continue;
+    const auto key = std::make_pair(match, r.strategy);
+    if (out.count(key)) continue;
+    const auto stored = store.find_run(r.key);
+    if (stored && stored->status == "done") continue;
+    out[key] = context.calibrate(store, experiment_id, match, r.strategy, summary);
   }
   return out;
 }
@@ -594,8 +702,9 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
   }
   auto params = run.params;
   double eta = run.eta.value_or(0.0);
-  if (run.kind == "policy" && !run.eta) {
-    const auto& cal = env.calibrations.at({run.policy, run.strategy});
+  if (run.kind != "single" && !run.eta) {
+    const auto& cal = env.calibrations.at(
+        {run.policy, run.kind == "teacher_forced" ? spec.sweep.strategies.front() : run.strategy});
     size_t which = 0;
     if (run.target_rate) {
       const auto& rates = spec.calibrate->target_rates;
@@ -604,12 +713,24 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
     eta = cal.chosen.at(which);
     params["calibrated_eta"] = eta;
   }
+  const std::string match = run.kind == "policy" ? spec.policy(run.policy).match_rate : std::string();
+  if (!match.empty()) {
+    // The matched policy's deferral rate at its calibrated eta, measured on the calibration split.
+    const auto& cal = env.calibrations.at({match, run.strategy});
+    double rate = -1;
+    for (const auto& p : cal.curve)
+      if (p.eta == cal.chosen.at(0)) rate = p.deferral_rate;
+    COLM_CHECK(rate >= 0, "[runner] no calibrated deferral rate for policy '" << match << "'");
+    params["matched_rate"] = rate;
+    env.context.override_policy(run.policy, {"p=" + fmt::format("{:.17g}", rate)});
+    spdlog::info("[runner] sweep: policy '{}' defers at '{}''s calibrated rate {:.4f}", run.policy, match, rate);
+  }
   params["git_revision"] = env.git;
   RunRecord rec;
   rec.experiment_id = env.experiment_id;
   rec.content_key = run.key;
   rec.policy = run.policy;
-  if (run.kind == "policy") rec.threshold = eta;
+  if (run.kind != "single") rec.threshold = eta;
   rec.strategy = run.strategy;
   rec.split = run.split;
   rec.seed = run.seed;
@@ -619,7 +740,8 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
   const auto id = store.ensure_run(rec);
   try {
     store.set_run_status(id, "running");
-    const auto& exs = env.context.examples(run.split, spec.sweep.max_examples);
+    const auto& exs = env.context.examples(
+        run.split, run.kind == "teacher_forced" ? spec.analysis->max_examples : spec.sweep.max_examples);
     const auto finished = store.finished_example_ids(id);
     std::vector<size_t> todo;
     for (size_t i = 0; i < exs.size(); ++i)
@@ -629,7 +751,9 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
     const auto chunk = size_t(spec.sweep.batch_size);
     for (size_t start = 0; start < todo.size(); start += chunk) {
       const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
-      const auto records = env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx);
+      const auto records = run.kind == "teacher_forced"
+                               ? env.context.analyze(run.policy, eta, run.seed, exs, idx)
+                               : env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx);
       store.add_examples(id, records);
       summary.examples_decoded += int64_t(records.size());
     }

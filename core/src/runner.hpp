@@ -92,6 +92,14 @@ class RunContext {
   // store (artifacts of kind "calibration_point"), and writes the curve to the calibration table.
   CalibrationResult calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
                               const std::string& strategy, RunSummary* summary);
+  // Teacher-forced analysis of a policy on examples[idx]: every model reads prompt + gold target once;
+  // per example, who would emit each gold token at threshold eta and whether that model's top-1 is the
+  // gold token, against the oracle (an assistant right where the base is wrong). Tokens are stored
+  // with their source, as a decoded output's are.
+  std::vector<ExampleRecord> analyze(const std::string& policy, double eta, int64_t seed,
+                                     const std::vector<Example>& examples, const std::vector<size_t>& idx);
+  // Replaces policy `name` with a fresh instance whose plugin keys are overridden ("p=0.25").
+  void override_policy(const std::string& name, const std::vector<std::string>& overrides);
 
  private:
   Expert& base_for(const std::string& policy);

@@ -624,7 +624,8 @@ void publish(const std::string& checkpoint, const fs::path& out_dir) {
 DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& assistants, DeferralPolicy& policy,
                                    const TrainData& train_data, const TrainData* valid_data,
                                    const TrainConfig& config, const DeferralSpec& spec, const std::string& out_dir,
-                                   const std::string& cache_dir) {
+                                   const std::string& cache_dir,
+                                   const std::function<std::string(const std::string&)>& fingerprint_of_saved_base) {
   spec.validate();
   validate(config);
   COLM_CHECK(!assistants.empty(), "deferral training: no assistants");
@@ -707,7 +708,17 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     publish(res.main.checkpoint, out_dir);
   }
   res.head_path = (fs::path(out_dir) / "head.safetensors").string();
-  if (spec.objective == "marginal_likelihood" && spec.finetune_base == "full") res.base_dir = (fs::path(out_dir) / "base").string();
+  if (spec.objective == "marginal_likelihood" && spec.finetune_base == "full") {
+    res.base_dir = (fs::path(out_dir) / "base").string();
+    meta[kHeadObjectiveKey] = spec.objective;
+    meta["base_finetuned"] = "full";
+    meta["base_initial_fingerprint"] = meta[kHeadBaseKey];
+    if (fingerprint_of_saved_base) {
+      // The policy holds the final weights (trained or restored from the last checkpoint).
+      meta[kHeadBaseKey] = fingerprint_of_saved_base(res.base_dir);
+    }
+    policy.save(res.head_path, meta);
+  }
   return res;
 }
 

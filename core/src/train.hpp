@@ -194,9 +194,15 @@ struct DeferralTrainResult {
 // The whole Co-LLM training stage: score the assistants (cached in cache_dir), optionally fit the head
 // by weak supervision, then train the objective. Checkpoints go under out_dir; the products are
 // written to out_dir (head.safetensors, base/). Assistants must share the base's tokenizer.
+// The head's metadata names the base it goes with. When the base is fine-tuned that is the saved
+// out_dir/base, whose fingerprint only a reloaded expert knows (Expert::fingerprint is computed once):
+// pass fingerprint_of_saved_base (e.g. reload it through the registry) to stamp it; without it the head
+// records the starting base's fingerprint and "base_finetuned" = "full".
 DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& assistants, DeferralPolicy& policy,
                                    const TrainData& train_data, const TrainData* valid_data,
                                    const TrainConfig& config, const DeferralSpec& spec, const std::string& out_dir,
-                                   const std::string& cache_dir);
+                                   const std::string& cache_dir,
+                                   const std::function<std::string(const std::string& base_dir)>&
+                                       fingerprint_of_saved_base = {});
 
 }  // namespace colm

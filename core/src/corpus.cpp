@@ -1,0 +1,139 @@
+#include "corpus.hpp"
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <tuple>
+
+#include "colm/error.hpp"
+
+namespace colm {
+
+namespace {
+
+// Uniform integer in [lo, hi] from a 64-bit generator (portable: no std distribution).
+int64_t uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {
+  const auto span = static_cast<uint64_t>(hi - lo) + 1;
+  return lo + static_cast<int64_t>(rng() % span);
+}
+
+template <size_t N>
+const char* pick(std::mt19937_64& rng, const char* const (&items)[N]) {
+  return items[uniform(rng, 0, int64_t(N) - 1)];
+}
+
+// Generic words around the facts: no names, objects or question frames of the arithmetic task.
+const char* const kOpeners[] = {"We know that", "Note that", "Recall that", "It is true that", "Check:",
+                                "By hand,", "In the table,", "From the notes,", "Clearly", "So",
+                                "First,", "Then", "Also", "Here", "As shown,", "Remember:"};
+const char* const kClosers[] = {"", "", "", " again", " as expected", " in total", " exactly", " here",
+                                " for sure", " once more"};
+const char* const kWords[] = {"value", "result", "count", "number", "line", "step", "row", "item",
+                              "entry", "part", "note", "page", "unit", "level", "score", "group"};
+
+std::string n(int64_t v) { return std::to_string(v); }
+
+const char* op_word(char op) { return op == '+' ? "sum" : op == '-' ? "difference" : "product"; }
+
+// The fact in one of several surface forms.
+std::string surface(std::mt19937_64& rng, const ArithmeticFact& f) {
+  const std::string o(1, f.op);
+  switch (uniform(rng, 0, 5)) {
+    case 0:
+    case 1: return n(f.a) + " " + o + " " + n(f.b) + " = " + n(f.c);
+    case 2:
+    case 3: return n(f.a) + o + n(f.b) + "=" + n(f.c);
+    case 4: return std::string("the ") + op_word(f.op) + " of " + n(f.a) + " and " + n(f.b) + " is " + n(f.c);
+    default: return "(" + n(f.a) + o + n(f.b) + "=" + n(f.c) + ")";
+  }
+}
+
+}  // namespace
+
+void ArithmeticCorpusOptions::validate() const {
+  COLM_CHECK(sentences >= 1, "arithmetic corpus: sentences must be >= 1, got " << sentences);
+  COLM_CHECK(max_operand >= 2, "arithmetic corpus: max_operand must be >= 2, got " << max_operand);
+  COLM_CHECK(max_factor >= 2, "arithmetic corpus: max_factor must be >= 2, got " << max_factor);
+  COLM_CHECK(heldout_share >= 0 && heldout_share < 1,
+             "arithmetic corpus: heldout_share must be in [0, 1), got " << heldout_share);
+  COLM_CHECK(heldout_examples >= 0, "arithmetic corpus: heldout_examples must be >= 0, got " << heldout_examples);
+}
+
+std::string ArithmeticFact::expression() const { return n(a) + " " + std::string(1, op) + " " + n(b) + " ="; }
+
+bool is_heldout_fact(char op, int64_t a, int64_t b, double heldout_share) {
+  if (heldout_share <= 0) return false;
+  // splitmix64 of the fact: a fixed, seed-independent split.
+  uint64_t x = (static_cast<uint64_t>(static_cast<unsigned char>(op)) << 40) ^ (static_cast<uint64_t>(a) << 20) ^
+               static_cast<uint64_t>(b);
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return static_cast<double>(x >> 11) * 0x1.0p-53 < heldout_share;
+}
+
+ArithmeticCorpus make_arithmetic_corpus(const ArithmeticCorpusOptions& o) {
+  o.validate();
+  std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + 0x5851F42D4C957F2Dull);
+  const int64_t big = o.max_factor * o.max_factor + o.max_operand;  // largest quantity a task step sees
+  // One fact with the task's ranges: small and large sums, differences, small and large products.
+  auto draw = [&]() {
+    ArithmeticFact f;
+    switch (uniform(rng, 0, 5)) {
+      case 0: f.op = '+'; f.a = uniform(rng, 1, o.max_operand); f.b = uniform(rng, 1, o.max_operand); break;
+      case 1: f.op = '+'; f.a = uniform(rng, 1, big); f.b = uniform(rng, 1, o.max_operand); break;
+      case 2: f.op = '-'; f.a = uniform(rng, 2, o.max_operand * 2); f.b = uniform(rng, 1, f.a - 1); break;
+      case 3: f.op = '-'; f.a = uniform(rng, 2, big); f.b = uniform(rng, 1, std::min(f.a - 1, o.max_operand)); break;
+      case 4: f.op = '*'; f.a = uniform(rng, 2, o.max_factor); f.b = uniform(rng, 2, o.max_factor); break;
+      default: f.op = '*'; f.a = uniform(rng, 2, o.max_operand / 2 + 2); f.b = uniform(rng, 2, o.max_factor); break;
+    }
+    if (f.op != '-' && uniform(rng, 0, 1)) std::swap(f.a, f.b);
+    f.c = f.op == '+' ? f.a + f.b : f.op == '-' ? f.a - f.b : f.a * f.b;
+    return f;
+  };
+  auto draw_known = [&]() {
+    for (;;) {
+      auto f = draw();
+      if (!is_heldout_fact(f.op, f.a, f.b, o.heldout_share)) return f;
+    }
+  };
+
+  ArithmeticCorpus out;
+  out.text.reserve(static_cast<size_t>(o.sentences) * 40);
+  for (int64_t i = 0; i < o.sentences; ++i) {
+    const auto f = draw_known();
+    ++out.facts_in_text;
+    std::string s;
+    switch (uniform(rng, 0, 4)) {
+      case 0: s = surface(rng, f); break;
+      case 1: s = std::string(pick(rng, kOpeners)) + " " + surface(rng, f) + pick(rng, kClosers); break;
+      case 2: {
+        const auto g = draw_known();
+        ++out.facts_in_text;
+        s = std::string(pick(rng, kOpeners)) + " " + surface(rng, f) + " and " + surface(rng, g);
+        break;
+      }
+      case 3:
+        s = std::string("The ") + pick(rng, kWords) + " is " + surface(rng, f) + ", so the " + pick(rng, kWords) +
+            " is " + n(f.c);
+        break;
+      default:
+        s = std::string(pick(rng, kWords)) + " " + n(uniform(rng, 1, 99)) + ": " + surface(rng, f) + pick(rng, kClosers);
+        break;
+    }
+    out.text += s;
+    out.text += ".\n";
+  }
+
+  // Held-out facts: drawn from the same distribution, distinct, never in the text.
+  std::set<std::tuple<char, int64_t, int64_t>> seen;
+  int64_t attempts = 0;
+  while (o.heldout_share > 0 && int64_t(out.heldout.size()) < o.heldout_examples && attempts++ < o.heldout_examples * 2000) {
+    const auto f = draw();
+    if (is_heldout_fact(f.op, f.a, f.b, o.heldout_share) && seen.insert({f.op, f.a, f.b}).second) out.heldout.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace colm

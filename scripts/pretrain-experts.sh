@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Regenerates the default experiment's two pretrained experts, experiments/checkpoints/{generalist,
+# arithmetic}: writes the arithmetic corpus, runs experiments/pretrain-experts.toml (resumable: kill
+# it and run this script again), then measures each expert's skill (experiments/expert-skill.toml)
+# and prints both reports' tables. Results: results/pretrain.db.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh release
+colm=build/release/bin/colm
+"$colm" corpus arithmetic --sentences 300000 --seed 1 \
+  --out results/corpus/arithmetic.txt --heldout results/corpus/arithmetic-heldout.jsonl
+"$colm" run experiments/pretrain-experts.toml
+"$colm" run experiments/expert-skill.toml
+"$colm" report results/pretrain.db --out results/pretrain-report
+cat results/pretrain-report/report.md
