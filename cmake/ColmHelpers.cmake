@@ -1,5 +1,5 @@
-# Helpers, one per target kind: colm_add_plugin (hidden-visibility MODULE in the plugin dir),
-# colm_add_test (a Catch2 executable registered with CTest), colm_add_bench.
+# Helpers, one per target kind: colm_add_plugin (hidden-visibility MODULE in the plugin dir, see
+# ColmPlugin.cmake), colm_add_test (ColmTesting.cmake), and the precompiled torch header.
 include_guard(GLOBAL)
 
 # Precompiled <torch/torch.h>: built once per compile-flag set and reused by every target of that set.
@@ -18,25 +18,6 @@ function(colm_use_pch target)
   endif()
 endfunction()
 
-# colm_add_plugin(NAME SOURCES a.cpp b.cpp [LIBRARIES ...])
-# Builds libcolm_<kind>_<NAME>.so as a MODULE with hidden visibility into COLM_PLUGIN_OUTPUT_DIR.
-function(colm_add_plugin name)
-  cmake_parse_arguments(P "" "OUTPUT_DIR" "SOURCES;LIBRARIES" ${ARGN})
-  set(target colm_plugin_${name})
-  add_library(${target} MODULE ${P_SOURCES})
-  target_link_libraries(${target} PRIVATE colm::api ${P_LIBRARIES})
-  set_target_properties(${target} PROPERTIES
-    CXX_VISIBILITY_PRESET hidden
-    VISIBILITY_INLINES_HIDDEN ON
-    PREFIX "lib"
-    OUTPUT_NAME "colm_${name}")
-  if(P_OUTPUT_DIR)
-    set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${P_OUTPUT_DIR})
-  elseif(COLM_PLUGIN_OUTPUT_DIR)
-    set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${COLM_PLUGIN_OUTPUT_DIR})
-  endif()
-  colm_use_pch(${target})
-  if(TARGET colm_plugins)
-    add_dependencies(colm_plugins ${target})
-  endif()
-endfunction()
+# colm_add_plugin(NAME SOURCES ... [LIBRARIES ...] [OUTPUT_DIR dir]): defined in ColmPlugin.cmake, which
+# the installed package ships too; it calls colm_use_pch() when this file has defined it.
+include(${CMAKE_CURRENT_LIST_DIR}/ColmPlugin.cmake)
