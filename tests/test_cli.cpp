@@ -167,6 +167,26 @@ TEST_CASE("colm plugins --check accepts a good file and explains a refused one",
   CHECK(jg["plugin"]["name"] == "test_task");
   CHECK(jg["core"]["api_version"] == COLM_API_VERSION);
 
+  // --config calls the factory: a throwing one is reported (exit 1), a working one creates its object,
+  // and keys the plugin does not read are named.
+  const auto cfg_dir = colm::test::temp_dir("colm-cli-check");
+  std::ofstream(cfg_dir + "/empty.toml") << "";
+  std::ofstream(cfg_dir + "/typo.toml") << "rule = \"confidence\"\nrulez = 1\n";
+  std::ofstream(cfg_dir + "/rules.toml") << "rule = \"confidence\"\n";
+  REQUIRE(colm::test::run_command(
+              colm_cmd("plugins --check '" + test_plugin("test_throwing") + "' --config " + cfg_dir + "/empty.toml"),
+              &out) == 1);
+  CHECK_THAT(out, Contains("factory         FAILED"));
+  CHECK_THAT(out, Contains("deliberate failure in test_throwing"));
+  const auto rules = colm::test::build_dir() + "/plugins/libcolm_policy_rules.so";
+  REQUIRE(colm::test::run_command(colm_cmd("plugins --check '" + rules + "' --config " + cfg_dir + "/rules.toml"),
+                                  &out) == 0);
+  CHECK_THAT(out, Contains("factory         ok      created a policy"));
+  REQUIRE(colm::test::run_command(colm_cmd("plugins --check '" + rules + "' --config " + cfg_dir + "/typo.toml"),
+                                  &out) == 1);
+  CHECK_THAT(out, Contains("rulez"));
+  REQUIRE(colm::test::run_command(colm_cmd("plugins --config " + cfg_dir + "/rules.toml"), &out) == 2);
+
   REQUIRE(colm::test::run_command(colm_cmd("plugins --check /nonexistent/libcolm_x.so"), &out) == 1);
   CHECK_THAT(out, Contains("no such file"));
   REQUIRE(colm::test::run_command(colm_cmd("plugins --help"), &out) == 0);
