@@ -121,3 +121,21 @@ TEST_CASE("colm corpus arithmetic writes the text and the held-out jsonl", "[cor
   CHECK(colm::test::run_command(colm::test::colm_binary() + " corpus poetry --out " + dir + "/x.txt", &out) == 2);
   CHECK(out.find("unknown corpus kind 'poetry'") != std::string::npos);
 }
+
+TEST_CASE("the corpus can be restricted to some operations", "[corpus]") {
+  colm::ArithmeticCorpusOptions o;
+  o.sentences = 1000;
+  o.seed = 2;
+  o.operations = "+-";
+  const auto c = colm::make_arithmetic_corpus(o);
+  std::set<char> ops;
+  for (const auto& f : stated_facts(c.text)) {
+    ops.insert(f.op);
+    CHECK(apply(f.op, f.a, f.b) == f.c);
+    CHECK(f.c <= 3 * o.max_operand);  // no products: quantities stay those of sums of sums
+  }
+  CHECK(ops == std::set<char>{'+', '-'});
+  for (const auto& f : c.heldout) CHECK(f.op != '*');
+  o.operations = "/";
+  CHECK_THROWS_WITH(colm::make_arithmetic_corpus(o), Catch::Contains("operations"));
+}

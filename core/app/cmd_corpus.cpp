@@ -56,7 +56,8 @@ int corpus_command(const std::vector<std::string>& args, const GlobalOptions&) {
     ("max-operand", po::value(&o.max_operand)->default_value(o.max_operand), "largest operand of + and - (as the arithmetic task's max_operand)")
     ("max-factor", po::value(&o.max_factor)->default_value(o.max_factor), "largest factor of * (as the arithmetic task's max_factor)")
     ("heldout-share", po::value(&o.heldout_share)->default_value(o.heldout_share), "share of the possible facts kept out of the text, in [0, 1)")
-    ("heldout-examples", po::value(&o.heldout_examples)->default_value(o.heldout_examples), "held-out facts written to --heldout, at most");
+    ("heldout-examples", po::value(&o.heldout_examples)->default_value(o.heldout_examples), "held-out facts written to --heldout, at most")
+    ("operations", po::value(&o.operations)->default_value(o.operations), "operations stated: any of + - * (as the arithmetic task's operations)");
   // clang-format on
   po::positional_options_description pos;
   pos.add("kind", 1);

@@ -57,6 +57,8 @@ void ArithmeticCorpusOptions::validate() const {
   COLM_CHECK(heldout_share >= 0 && heldout_share < 1,
              "arithmetic corpus: heldout_share must be in [0, 1), got " << heldout_share);
   COLM_CHECK(heldout_examples >= 0, "arithmetic corpus: heldout_examples must be >= 0, got " << heldout_examples);
+  COLM_CHECK(!operations.empty() && operations.find_first_not_of("+-*") == std::string::npos,
+             "arithmetic corpus: operations must be some of + - *, got '" << operations << "'");
 }
 
 std::string ArithmeticFact::expression() const { return n(a) + " " + std::string(1, op) + " " + n(b) + " ="; }
@@ -76,11 +78,17 @@ bool is_heldout_fact(char op, int64_t a, int64_t b, double heldout_share) {
 ArithmeticCorpus make_arithmetic_corpus(const ArithmeticCorpusOptions& o) {
   o.validate();
   std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + 0x5851F42D4C957F2Dull);
-  const int64_t big = o.max_factor * o.max_factor + o.max_operand;  // largest quantity a task step sees
+  const bool mul = o.operations.find('*') != std::string::npos;
+  // The largest quantity a task step sees: a product plus a loose addition, or a sum of two sums.
+  const int64_t big = mul ? o.max_factor * o.max_factor + o.max_operand : 2 * o.max_operand;
+  // The kinds of fact (below) whose operation is allowed.
+  std::vector<int> kinds;
+  for (int k = 0; k < 6; ++k)
+    if (o.operations.find(k < 2 ? '+' : k < 4 ? '-' : '*') != std::string::npos) kinds.push_back(k);
   // One fact with the task's ranges: small and large sums, differences, small and large products.
   auto draw = [&]() {
     ArithmeticFact f;
-    switch (uniform(rng, 0, 5)) {
+    switch (kinds[size_t(uniform(rng, 0, int64_t(kinds.size()) - 1))]) {
       case 0: f.op = '+'; f.a = uniform(rng, 1, o.max_operand); f.b = uniform(rng, 1, o.max_operand); break;
       case 1: f.op = '+'; f.a = uniform(rng, 1, big); f.b = uniform(rng, 1, o.max_operand); break;
       case 2: f.op = '-'; f.a = uniform(rng, 2, o.max_operand * 2); f.b = uniform(rng, 1, f.a - 1); break;

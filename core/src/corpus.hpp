@@ -16,6 +16,7 @@ struct ArithmeticCorpusOptions {
   int64_t max_factor = 12;     // ... and largest factor of *
   double heldout_share = 0.05; // share of the possible facts kept out of the text (by a hash of the fact)
   int64_t heldout_examples = 500;  // held-out facts returned for evaluation, at most
+  std::string operations = "+-*";  // the operations stated (any of + - *)
   void validate() const;       // throws colm::Error naming the bad field
 };
 
