@@ -268,6 +268,18 @@ TEST_CASE("zipped axes iterate together and seeds multiply policy runs only", "[
     CHECK_FALSE(cal.eta.has_value());
     CHECK(cal.params.contains("calibration_key"));
   }
+  SECTION("calibrated_only: calibrated policies skip the grid") {
+    const auto l = load(replace(kValid, "eta = [0.2, 0.5]", "eta = [0.2, 0.5]\ncalibrated_only = true") +
+                        "\n[calibrate]\neta = [0.1, 0.3]\npolicies = [\"conf\"]\n");
+    // rand on the grid (2), conf calibrated (1), 2 baselines.
+    REQUIRE(l.runs.size() == 5);
+    CHECK(l.runs[0].policy == "rand");
+    CHECK(l.runs[1].policy == "rand");
+    CHECK(l.runs[2].policy == "conf");
+    CHECK(l.runs[2].calibrated);
+    CHECK_THROWS_WITH(load(replace(kValid, "eta = [0.2, 0.5]", "eta = [0.2, 0.5]\ncalibrated_only = true")),
+                      Catch::Contains("calibrated_only"));
+  }
   SECTION("target rates: one calibrated run per rate") {
     const auto l = load(kValid + "\n[calibrate]\ntarget_rates = [0.1, 0.4]\npolicies = [\"conf\"]\n");
     REQUIRE(l.runs.size() == 8);

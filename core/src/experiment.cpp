@@ -257,6 +257,10 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
   const bool has_calibrate = root.has("calibrate");
   s.sweep.calibrated = sw.get_bool("calibrated", has_calibrate,
                                    "add a run per policy at its calibrated eta (default: true with [calibrate])");
+  s.sweep.calibrated_only = sw.get_bool("calibrated_only", false,
+                                        "policies in [calibrate] policies run only at their calibrated eta");
+  if (s.sweep.calibrated_only && !s.sweep.calibrated)
+    sw.fail("calibrated_only", "needs calibrated runs ([calibrate] and calibrated = true)");
   check_not_empty_if_given(sw, "eta", s.sweep.eta.size());
   check_not_empty_if_given(sw, "policies", s.sweep.policies.size());
   check_not_empty_if_given(sw, "strategies", s.sweep.strategies.size());
@@ -757,7 +761,8 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
         for (size_t ei : range("eta", sw.eta.size(), z))
           for (size_t si : range("strategies", sw.strategies.size(), z))
             for (size_t di : range("seeds", sw.seeds.size(), z))
-              policy_run(sw.policies[pi], sw.eta[ei], sw.strategies[si], sw.seeds[di]);
+              if (!(sw.calibrated_only && spec.calibrate && contains(spec.calibrate->policies, sw.policies[pi])))
+                policy_run(sw.policies[pi], sw.eta[ei], sw.strategies[si], sw.seeds[di]);
   }
   if (sw.calibrated && spec.calibrate) {
     // Target-rate calibration gives one eta per rate, hence one run per rate.

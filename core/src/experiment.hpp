@@ -90,6 +90,7 @@ struct SweepSpec {
   std::vector<std::string> zip;         // axes iterated together instead of crossed
   std::vector<std::string> baselines;   // expert names run alone
   bool calibrated = false;              // add one run per policy at its calibrated eta
+  bool calibrated_only = false;         // calibrated policies skip the eta grid (only their calibrated run)
   std::string split;
   int64_t max_examples = 0;
   bool sample = false;
