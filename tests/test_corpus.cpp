@@ -139,3 +139,30 @@ TEST_CASE("the corpus can be restricted to some operations", "[corpus]") {
   o.operations = "/";
   CHECK_THROWS_WITH(colm::make_arithmetic_corpus(o), Catch::Contains("operations"));
 }
+
+TEST_CASE("generic context and brackets around the facts keep every fact right", "[corpus]") {
+  colm::ArithmeticCorpusOptions o;
+  o.sentences = 2000;
+  o.seed = 9;
+  o.context_share = 0.5;
+  o.bracket_share = 0.3;
+  const auto c = colm::make_arithmetic_corpus(o);
+  const auto facts = stated_facts(c.text);
+  CHECK(int64_t(facts.size()) == c.facts_in_text);
+  for (const auto& f : facts) {
+    REQUIRE(apply(f.op, f.a, f.b) == f.c);
+    REQUIRE_FALSE(colm::is_heldout_fact(f.op, f.a, f.b, o.heldout_share));
+  }
+  CHECK(c.text.find(" the ") != std::string::npos);
+  CHECK(c.text.find('[') != std::string::npos);
+  CHECK(c.text.find("<<") == std::string::npos);  // never the task's annotation
+  // Without them the text is the original corpus: the options change nothing else.
+  colm::ArithmeticCorpusOptions plain;
+  plain.sentences = 300;
+  plain.seed = 9;
+  auto with_zero = plain;
+  with_zero.context_share = 0;
+  CHECK(colm::make_arithmetic_corpus(plain).text == colm::make_arithmetic_corpus(with_zero).text);
+  o.context_share = 2;
+  CHECK_THROWS_WITH(colm::make_arithmetic_corpus(o), Catch::Contains("context_share"));
+}

@@ -57,7 +57,9 @@ int corpus_command(const std::vector<std::string>& args, const GlobalOptions&) {
     ("max-factor", po::value(&o.max_factor)->default_value(o.max_factor), "largest factor of * (as the arithmetic task's max_factor)")
     ("heldout-share", po::value(&o.heldout_share)->default_value(o.heldout_share), "share of the possible facts kept out of the text, in [0, 1)")
     ("heldout-examples", po::value(&o.heldout_examples)->default_value(o.heldout_examples), "held-out facts written to --heldout, at most")
-    ("operations", po::value(&o.operations)->default_value(o.operations), "operations stated: any of + - * (as the arithmetic task's operations)");
+    ("operations", po::value(&o.operations)->default_value(o.operations), "operations stated: any of + - * (as the arithmetic task's operations)")
+    ("context-share", po::value(&o.context_share)->default_value(o.context_share), "share of sentences preceded by random common English words, in [0, 1]")
+    ("bracket-share", po::value(&o.bracket_share)->default_value(o.bracket_share), "share of facts written inside brackets of a random kind, in [0, 1]");
   // clang-format on
   po::positional_options_description pos;
   pos.add("kind", 1);

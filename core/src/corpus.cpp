@@ -31,12 +31,48 @@ const char* const kClosers[] = {"", "", "", " again", " as expected", " in total
 const char* const kWords[] = {"value", "result", "count", "number", "line", "step", "row", "item",
                               "entry", "part", "note", "page", "unit", "level", "score", "group"};
 
+// Common English words (and capitals, digits, punctuation through the sentence frames): the generic
+// text a fact may follow. Not the task's templates, just the language around them.
+const char* const kCommon[] = {
+    "the", "a", "an", "of", "to", "in", "and", "or", "is", "are", "was", "has", "have", "had", "gets", "gives",
+    "buys", "takes", "makes", "finds", "loses", "keeps", "picks", "puts", "sees", "more", "less", "many",
+    "much", "each", "every", "all", "some", "other", "how", "what", "when", "then", "now", "left", "total",
+    "day", "days", "week", "morning", "afternoon", "with", "from", "for", "at", "on", "by", "after", "before",
+    "they", "she", "he", "it", "we", "you", "this", "that", "these", "box", "bag", "pack", "table", "list",
+    "Question", "Answer", "Then", "So", "After", "In", "Each", "How", "The", "She", "He", "They", "There",
+    "does", "do", "did", "will", "can", "same", "also", "again", "only", "about", "over", "under", "into"};
+const char* const kBrackets[][2] = {{"(", ")"}, {"[", "]"}, {"{", "}"}, {"<", ">"}, {"[[", "]]"}, {"((", "))"}};
+
 std::string n(int64_t v) { return std::to_string(v); }
+
+// 3 to 30 random common words, capitalised sometimes, with an occasional full stop, question mark
+// or number: the kind of text a fact may follow in someone else's document.
+std::string generic_context(std::mt19937_64& rng) {
+  std::string s;
+  const int64_t words = uniform(rng, 3, 30);
+  for (int64_t w = 0; w < words; ++w) {
+    if (w) s += uniform(rng, 0, 9) == 0 ? (uniform(rng, 0, 1) ? ". " : "? ") : " ";
+    s += uniform(rng, 0, 11) == 0 ? n(uniform(rng, 1, 99)) : pick(rng, kCommon);
+  }
+  return s + (uniform(rng, 0, 1) ? ". " : ": ");
+}
 
 const char* op_word(char op) { return op == '+' ? "sum" : op == '-' ? "difference" : "product"; }
 
-// The fact in one of several surface forms.
-std::string surface(std::mt19937_64& rng, const ArithmeticFact& f) {
+std::string surface_plain(std::mt19937_64& rng, const ArithmeticFact& f);
+
+// The fact in one of several surface forms, inside brackets for a share of them.
+std::string surface(std::mt19937_64& rng, const ArithmeticFact& f, double bracket_share) {
+  if (bracket_share > 0 && double(rng() >> 11) * 0x1.0p-53 < bracket_share) {
+    const auto& b = kBrackets[uniform(rng, 0, int64_t(std::size(kBrackets)) - 1)];
+    const std::string o(1, f.op);
+    const std::string inner = uniform(rng, 0, 1) ? n(f.a) + o + n(f.b) + "=" + n(f.c) : n(f.a) + " " + o + " " + n(f.b) + " = " + n(f.c);
+    return std::string(b[0]) + inner + b[1];
+  }
+  return surface_plain(rng, f);
+}
+
+std::string surface_plain(std::mt19937_64& rng, const ArithmeticFact& f) {
   const std::string o(1, f.op);
   switch (uniform(rng, 0, 5)) {
     case 0:
@@ -56,6 +92,10 @@ void ArithmeticCorpusOptions::validate() const {
   COLM_CHECK(max_factor >= 2, "arithmetic corpus: max_factor must be >= 2, got " << max_factor);
   COLM_CHECK(heldout_share >= 0 && heldout_share < 1,
              "arithmetic corpus: heldout_share must be in [0, 1), got " << heldout_share);
+  COLM_CHECK(context_share >= 0 && context_share <= 1,
+             "arithmetic corpus: context_share must be in [0, 1], got " << context_share);
+  COLM_CHECK(bracket_share >= 0 && bracket_share <= 1,
+             "arithmetic corpus: bracket_share must be in [0, 1], got " << bracket_share);
   COLM_CHECK(heldout_examples >= 0, "arithmetic corpus: heldout_examples must be >= 0, got " << heldout_examples);
   COLM_CHECK(!operations.empty() && operations.find_first_not_of("+-*") == std::string::npos,
              "arithmetic corpus: operations must be some of + - *, got '" << operations << "'");
@@ -113,21 +153,22 @@ ArithmeticCorpus make_arithmetic_corpus(const ArithmeticCorpusOptions& o) {
     const auto f = draw_known();
     ++out.facts_in_text;
     std::string s;
+    if (o.context_share > 0 && double(rng() >> 11) * 0x1.0p-53 < o.context_share) s = generic_context(rng);
     switch (uniform(rng, 0, 4)) {
-      case 0: s = surface(rng, f); break;
-      case 1: s = std::string(pick(rng, kOpeners)) + " " + surface(rng, f) + pick(rng, kClosers); break;
+      case 0: s += surface(rng, f, o.bracket_share); break;
+      case 1: s += std::string(pick(rng, kOpeners)) + " " + surface(rng, f, o.bracket_share) + pick(rng, kClosers); break;
       case 2: {
         const auto g = draw_known();
         ++out.facts_in_text;
-        s = std::string(pick(rng, kOpeners)) + " " + surface(rng, f) + " and " + surface(rng, g);
+        s += std::string(pick(rng, kOpeners)) + " " + surface(rng, f, o.bracket_share) + " and " + surface(rng, g, o.bracket_share);
         break;
       }
       case 3:
-        s = std::string("The ") + pick(rng, kWords) + " is " + surface(rng, f) + ", so the " + pick(rng, kWords) +
+        s += std::string("The ") + pick(rng, kWords) + " is " + surface(rng, f, o.bracket_share) + ", so the " + pick(rng, kWords) +
             " is " + n(f.c);
         break;
       default:
-        s = std::string(pick(rng, kWords)) + " " + n(uniform(rng, 1, 99)) + ": " + surface(rng, f) + pick(rng, kClosers);
+        s += std::string(pick(rng, kWords)) + " " + n(uniform(rng, 1, 99)) + ": " + surface(rng, f, o.bracket_share) + pick(rng, kClosers);
         break;
     }
     out.text += s;

@@ -17,6 +17,11 @@ struct ArithmeticCorpusOptions {
   double heldout_share = 0.05; // share of the possible facts kept out of the text (by a hash of the fact)
   int64_t heldout_examples = 500;  // held-out facts returned for evaluation, at most
   std::string operations = "+-*";  // the operations stated (any of + - *)
+  // Generic context, so that a model trained on the text copes with arbitrary text before a fact:
+  // the share of sentences preceded by a run of random common English words (0: none; the original
+  // corpus), and the share of facts written inside brackets of a random kind.
+  double context_share = 0.0;
+  double bracket_share = 0.0;
   void validate() const;       // throws colm::Error naming the bad field
 };
 
