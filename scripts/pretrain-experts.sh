@@ -2,7 +2,7 @@
 # Regenerates the default experiment's two pretrained experts, experiments/checkpoints/{generalist,
 # arithmetic}: writes the arithmetic corpus, runs experiments/pretrain-experts.toml (resumable: kill
 # it and run this script again), then measures each expert's skill (experiments/expert-skill.toml)
-# and prints both reports' tables. Results: results/pretrain.db.
+# and prints both reports. Results: results/pretrain.db (pretraining) and results/colm.db (skill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh release
@@ -12,4 +12,5 @@ colm=build/release/bin/colm
 "$colm" run experiments/pretrain-experts.toml
 "$colm" run experiments/expert-skill.toml
 "$colm" report results/pretrain.db --out results/pretrain-report
-cat results/pretrain-report/report.md
+"$colm" report results/colm.db --experiment expert-skill --out results/expert-skill-report
+cat results/pretrain-report/report.md results/expert-skill-report/report.md
