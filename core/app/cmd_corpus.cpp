@@ -64,17 +64,7 @@ int corpus_command(const std::vector<std::string>& args, const GlobalOptions&) {
   po::positional_options_description pos;
   pos.add("kind", 1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm corpus: " << e.what() << " (see colm corpus --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("corpus", args, desc, vm, &pos)) return *rc;
   if (kind != "arithmetic") {
     std::cerr << "colm corpus: " << (kind.empty() ? "no corpus kind given" : "unknown corpus kind '" + kind + "'")
               << " (kinds: arithmetic; see colm corpus --help)\n";

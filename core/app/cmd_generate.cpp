@@ -129,17 +129,7 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm generate: " << e.what() << " (see colm generate --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("generate", args, all, vm, &pos, &opts)) return *rc;
   const bool collaborative = vm.count("base") > 0;
   auto usage_error = [](const std::string& msg) {
     std::cerr << "colm generate: " << msg << " (see colm generate --help)\n";

@@ -24,17 +24,7 @@ int merge_command(const std::vector<std::string>& args, const GlobalOptions&) {
   po::positional_options_description pos;
   pos.add("db", -1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm merge: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("merge", args, desc, vm, &pos)) return *rc;
   if (paths.size() < 2) {
     std::cerr << "colm merge: need OUT.db and at least one IN.db (see colm merge --help)\n";
     return 2;

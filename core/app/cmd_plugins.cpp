@@ -181,17 +181,7 @@ int run_plugins(const std::vector<std::string>& args, const GlobalOptions& globa
       "assistants", po::value<int64_t>(&assistants)->default_value(1), "with --config, policies: number of assistants")(
       "json", "machine-readable output");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm plugins: " << e.what() << " (see colm plugins --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("plugins", args, desc, vm)) return *rc;
   const bool json = vm.count("json") > 0;
   if (vm.count("config") && !vm.count("check")) {
     std::cerr << "colm plugins: --config needs --check FILE (see colm plugins --help)\n";

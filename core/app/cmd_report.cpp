@@ -59,17 +59,7 @@ int report_command(const std::vector<std::string>& args, const GlobalOptions&) {
   po::positional_options_description pos;
   pos.add("db", 1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm report: " << e.what() << " (see colm report --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("report", args, desc, vm, &pos)) return *rc;
   if (db.empty()) {
     std::cerr << "colm report: no database given (see colm report --help)\n";
     return 2;

@@ -34,17 +34,7 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   po::positional_options_description pos;
   pos.add("experiment", 1);
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm run: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("run", args, desc, vm, &pos)) return *rc;
   if (!vm.count("experiment")) {
     std::cerr << "colm run: missing EXPERIMENT.toml (see colm run --help)\n";
     return 2;

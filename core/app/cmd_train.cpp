@@ -68,17 +68,7 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
     ("no-resume", po::bool_switch(&no_resume), "start over even when DIR/train_state holds a checkpoint");
   // clang-format on
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(o).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "colm train-expert: " << e.what() << " (see colm train-expert --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << o << "\n";
-    return 0;
-  }
+  if (const auto rc = parse_options("train-expert", args, o, vm)) return *rc;
   if (text.empty() || out.empty()) {
     std::cerr << "colm train-expert: --text and --out are required (see colm train-expert --help)\n";
     return 2;

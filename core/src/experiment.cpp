@@ -711,6 +711,19 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     }
     runs.push_back(std::move(r));
   };
+  // What every run of a policy depends on: the policy, the experts, and its eta or calibration.
+  auto policy_params = [&](const std::string& kind, const std::string& policy, std::optional<double> eta,
+                           const std::string& calibration_strategy) {
+    auto j = common_params(spec, L);
+    j["kind"] = kind;
+    j["policy"] = policy;
+    j["policy_key"] = L.policy_keys.at(policy);
+    j["base_key"] = L.expert_keys.at(spec.base().name);
+    j["assistant_keys"] = assistant_keys;
+    if (eta) j["eta"] = *eta;
+    else j["calibration_key"] = calibration_key(spec, policy, calibration_strategy, L);
+    return j;
+  };
   auto policy_run = [&](const std::string& policy, std::optional<double> eta, const std::string& strategy,
                         int64_t seed, std::optional<double> target_rate = std::nullopt) {
     RunSpec r;
@@ -722,14 +735,7 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     r.strategy = strategy;
     r.split = sw.split;
     r.seed = seed;
-    auto j = common_params(spec, L);
-    j["kind"] = "policy";
-    j["policy"] = policy;
-    j["policy_key"] = L.policy_keys.at(policy);
-    j["base_key"] = L.expert_keys.at(spec.base().name);
-    j["assistant_keys"] = assistant_keys;
-    if (eta) j["eta"] = *eta;
-    else j["calibration_key"] = calibration_key(spec, policy, strategy, L);
+    auto j = policy_params("policy", policy, eta, strategy);
     const auto& match = spec.policy(policy).match_rate;
     if (!match.empty()) {
       j["match_rate"] = match;
@@ -788,14 +794,7 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
       r.strategy = "teacher_forced";
       r.split = spec.analysis->split;
       r.seed = sw.seeds.front();
-      auto j = common_params(spec, L);
-      j["kind"] = "teacher_forced";
-      j["policy"] = p;
-      j["policy_key"] = L.policy_keys.at(p);
-      j["base_key"] = L.expert_keys.at(spec.base().name);
-      j["assistant_keys"] = assistant_keys;
-      if (r.eta) j["eta"] = *r.eta;
-      else j["calibration_key"] = calibration_key(spec, p, sw.strategies.front(), L);
+      auto j = policy_params("teacher_forced", p, r.eta, sw.strategies.front());
       j["split"] = r.split;
       j["max_examples"] = spec.analysis->max_examples;
       j["seed"] = r.seed;
