@@ -104,7 +104,7 @@ colm::ExampleRecord make_example(int i, bool right, int digit_source, const std:
   colm::ExampleRecord e;
   e.example_id = "test-" + std::to_string(i);
   e.index = i;
-  e.prompt = "Question: what is " + std::to_string(i) + " + 10?\nAnswer:";
+  e.prompt = "Question: what is " + std::to_string(i) + " + 10?\nAnswer: " + std::to_string(i) + " + 10 =";
   e.reference = std::to_string(10 + i);
   const std::string answer = right ? e.reference : "99";
   std::vector<std::pair<std::string, int>> pieces = {
@@ -407,8 +407,10 @@ TEST_CASE("report Markdown has the runs, calibration, comparison and deferral ta
   CHECK(md.find("| colm | 0.5 | defer | test | 1 | calc (assistant alone) | 20 | 0.900 | 0.500 | 0.400 [") !=
         std::string::npos);
   CHECK(md.find("| 8 / 0 | 0.0078 |") != std::string::npos);
-  // Where it defers: 40 of 41 deferred tokens are digits.
-  CHECK(md.find("| 41 (50.6%) | 97.6% | 49.4% | base 40, calc 41 |") != std::string::npos);
+  // Where it defers: 40 of 41 deferred tokens are digits; 38 of them are digits of a result (after
+  // the prompt's "=", not the two of example 0, which follow a deferred non-digit token), and all
+  // 38 result digits are deferred.
+  CHECK(md.find("| 41 (50.6%) | 97.6% | 49.4% | 92.7% | 38 of 38 (100.0%) | base 40, calc 41 |") != std::string::npos);
   // Tokens are shown quoted, and Markdown-special characters are escaped.
   CHECK(md.find("\"\\<b\\>&\\\\\"'\"×1") != std::string::npos);
 }
@@ -460,6 +462,17 @@ TEST_CASE("report helpers escape, classify digits and choose ticks", "[report]")
   CHECK(colm::is_digit_token(" 12"));
   CHECK_FALSE(colm::is_digit_token(" "));
   CHECK_FALSE(colm::is_digit_token("1a"));
+  // Result digits: a number right after '=' (its first and later digits), not an operand or a copy.
+  CHECK(colm::is_result_digit("Ava has 14 + 9 = ", "2"));
+  CHECK(colm::is_result_digit("Ava has 14 + 9 = 2", "3"));
+  CHECK(colm::is_result_digit("14 + 9 = <<14+9=", "2"));
+  CHECK(colm::is_result_digit("14 + 9 =", " 23"));
+  CHECK_FALSE(colm::is_result_digit("14 + 9 = <<14+9=23>>", "2"));  // the copy after the annotation
+  CHECK_FALSE(colm::is_result_digit("Ava has 1", "4"));                // an operand
+  CHECK_FALSE(colm::is_result_digit("14 + ", "9"));
+  CHECK_FALSE(colm::is_result_digit("x = 23", " 5"));                 // a new number after a space
+  CHECK_FALSE(colm::is_result_digit("x = ", "."));
+  CHECK_FALSE(colm::is_result_digit("", "7"));
   const auto unit = colm::nice_ticks(0, 1, 5);
   REQUIRE(unit.size() == 6);
   for (size_t i = 0; i < unit.size(); ++i) CHECK(unit[i] == Approx(0.2 * double(i)).margin(1e-12));

@@ -40,16 +40,20 @@ const char* const kCommon[] = {
     "day", "days", "week", "morning", "afternoon", "with", "from", "for", "at", "on", "by", "after", "before",
     "they", "she", "he", "it", "we", "you", "this", "that", "these", "box", "bag", "pack", "table", "list",
     "Question", "Answer", "Then", "So", "After", "In", "Each", "How", "The", "She", "He", "They", "There",
-    "does", "do", "did", "will", "can", "same", "also", "again", "only", "about", "over", "under", "into"};
-const char* const kBrackets[][2] = {{"(", ")"}, {"[", "]"}, {"{", "}"}, {"<", ">"}, {"[[", "]]"}, {"((", "))"}};
+    "does", "do", "did", "will", "can", "same", "also", "again", "only", "about", "over", "under", "into",
+    // Names (none of the arithmetic task's): people appear in text around numbers.
+    "Alex", "Mia", "Noah", "Lily", "Ravi", "Sofia", "Tom", "Anna", "Carlos", "Mei", "Jack", "Lena"};
+// Bracket kinds around a fact, GSM8K's calculator notation ("<<12+30=42>>") among them: a notation
+// of arithmetic that math text on the web uses, not a task's sentences.
+const char* const kBrackets[][2] = {{"(", ")"}, {"[", "]"}, {"{", "}"}, {"<", ">"}, {"[[", "]]"}, {"((", "))"}, {"<<", ">>"}};
 
 std::string n(int64_t v) { return std::to_string(v); }
 
-// 3 to 30 random common words, capitalised sometimes, with an occasional full stop, question mark
+// 3 to 40 random common words, capitalised sometimes, with an occasional full stop, question mark
 // or number: the kind of text a fact may follow in someone else's document.
 std::string generic_context(std::mt19937_64& rng) {
   std::string s;
-  const int64_t words = uniform(rng, 3, 30);
+  const int64_t words = uniform(rng, 3, 40);
   for (int64_t w = 0; w < words; ++w) {
     if (w) s += uniform(rng, 0, 9) == 0 ? (uniform(rng, 0, 1) ? ". " : "? ") : " ";
     s += uniform(rng, 0, 11) == 0 ? n(uniform(rng, 1, 99)) : pick(rng, kCommon);

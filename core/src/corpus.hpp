@@ -1,6 +1,7 @@
 // Generated pretraining text: a stream of arithmetic facts in short generic sentences, the kind of
-// text a small "math model" is pretrained on. It never uses a task's format (no word problems, no
-// "<<a*b=c>>" annotations), so a model trained on it must find the computation in arbitrary context.
+// text a small "math model" is pretrained on. It never uses a task's sentences (no word problems, no
+// worked solutions), so a model trained on it must find the computation in arbitrary context; facts
+// in brackets use several notations, GSM8K's calculator brackets ("<<a*b=c>>") among them.
 // A seeded share of the facts is held out of the text and returned for measuring the model's skill.
 #pragma once
 #include <cstdint>

@@ -390,10 +390,15 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
     d.by_source.assign(x.source_names.size(), 0);
     std::map<std::string, int64_t> counts;
     for (const auto& e : ex) {
+      std::string before = e.prompt;  // the text so far: a result may follow a prompt ending in '='
+
       for (const auto& t : e.tokens) {
         ++d.tokens;
         const bool digit = is_digit_token(t.text);
+        const bool result = digit && is_result_digit(before, t.text);
+        before += t.text;
         d.digits += digit;
+        d.result_digits += result;
         if (t.source >= 0) {
           if (size_t(t.source) >= d.by_source.size()) d.by_source.resize(size_t(t.source) + 1, 0);
           ++d.by_source[size_t(t.source)];
@@ -401,6 +406,7 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
         if (t.source != 0) {
           ++d.deferred;
           d.deferred_digits += digit;
+          d.deferred_result_digits += result;
           ++counts[t.text];
         }
       }
@@ -822,7 +828,8 @@ std::string source_name(const ReportExperiment& x, size_t source) {
 Table deferral_table(const ReportExperiment& x) {
   Table t;
   t.header = {"policy", "η", "strategy", "split", "seed", "tokens", "deferred", "digits among deferred",
-              "digits among all tokens", "tokens by model", "most frequent deferred tokens"};
+              "digits among all tokens", "result digits among deferred", "result digits deferred",
+              "tokens by model", "most frequent deferred tokens"};
   t.css_class = "deferrals";
   for (const auto& d : x.deferrals) {
     const auto* r = x.find_run(d.run_id);
@@ -833,11 +840,20 @@ Table deferral_table(const ReportExperiment& x) {
     t.rows.push_back({r->run.policy, eta_text(*r), r->run.strategy, r->run.split, std::to_string(r->run.seed),
                       std::to_string(d.tokens),
                       std::to_string(d.deferred) + " (" + percent(d.deferred, d.tokens) + ")",
-                      percent(d.deferred_digits, d.deferred), percent(d.digits, d.tokens), by_model,
+                      percent(d.deferred_digits, d.deferred), percent(d.digits, d.tokens),
+                      percent(d.deferred_result_digits, d.deferred),
+                      std::to_string(d.deferred_result_digits) + " of " + std::to_string(d.result_digits) + " (" +
+                          percent(d.deferred_result_digits, d.result_digits) + ")",
+                      by_model,
                       top.empty() ? "—" : top});
   }
   return t;
 }
+
+const char* const kDeferralNote =
+    "Digits: tokens that are all digits once spaces are removed. Result digits: digits of a number "
+    "written right after '=' (the result of a computation, as in \"12 + 30 = 42\" or \"<<12+30=42\"); "
+    "\"result digits deferred\" is the share of all result digits in the outputs that the assistant emitted.";
 
 // The teacher-forced analysis: who would emit each gold token, and how that compares with the oracle.
 Table analysis_table(const ReportExperiment& x) {
@@ -1038,6 +1054,17 @@ std::string visible_token(const std::string& text) {
   return out + "\"";
 }
 
+bool is_result_digit(const std::string& text_before, const std::string& token) {
+  if (!is_digit_token(token)) return false;
+  // A token with a leading space starts a new number: only spaces may stand between it and '='.
+  const bool starts_number = !token.empty() && (token[0] < '0' || token[0] > '9');
+  size_t i = text_before.size();
+  if (!starts_number)
+    while (i > 0 && text_before[i - 1] >= '0' && text_before[i - 1] <= '9') --i;
+  while (i > 0 && (text_before[i - 1] == ' ' || text_before[i - 1] == '\t')) --i;
+  return i > 0 && text_before[i - 1] == '=';
+}
+
 bool is_digit_token(const std::string& text) {
   bool any = false;
   for (char ch : text) {
@@ -1138,7 +1165,7 @@ std::string report_markdown(const ReportData& data) {
     os << (refs.empty() ? "_(no single-model run with " + md_escape(x.metric) + " to compare with)_"
                         : "Reference: " + md_escape(refs) + ".")
        << "\n\n" << render_markdown(comparison_table(x)) << "\n" << md_escape(methods_text(x)) << "\n\n";
-    os << "### Where it defers\n\nDigits: tokens that are all digits once spaces are removed.\n\n"
+    os << "### Where it defers\n\n" << md_escape(kDeferralNote) << "\n\n"
        << render_markdown(deferral_table(x)) << "\n";
     if (!x.analysis.empty())
       os << "### Teacher-forced analysis\n\n" << md_escape(kAnalysisNote) << "\n\n"
@@ -1177,7 +1204,7 @@ std::string report_html(const ReportData& data) {
     os << "<p>" << (refs.empty() ? "(no single-model run to compare with)" : "Reference: " + html_escape(refs) + ".")
        << "</p>\n" << render_html(comparison_table(x)) << "<p class=\"note\">" << html_escape(methods_text(x))
        << "</p>\n";
-    os << "<h3>Where it defers</h3>\n<p class=\"note\">Digits: tokens that are all digits once spaces are removed."
+    os << "<h3>Where it defers</h3>\n<p class=\"note\">" << html_escape(kDeferralNote)
        << "</p>\n" << render_html(deferral_table(x));
     if (!x.analysis.empty())
       os << "<h3>Teacher-forced analysis</h3>\n<p class=\"note\">" << html_escape(kAnalysisNote) << "</p>\n"

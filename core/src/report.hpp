@@ -59,6 +59,8 @@ struct ReportDeferral {
   int64_t deferred = 0;            // source != 0
   int64_t deferred_digits = 0;     // deferred tokens whose text (without spaces) is all digits
   int64_t digits = 0;              // such tokens among all
+  int64_t result_digits = 0;       // digit tokens of a computed result: a number right after "=" (see is_result_digit)
+  int64_t deferred_result_digits = 0;
   std::vector<int64_t> by_source;  // tokens per source (0 = base)
   std::vector<TokenCount> top;     // most frequent deferred token texts
 };
@@ -114,6 +116,9 @@ COLM_VISIBLE std::string report_html(const ReportData& data);
 // Helpers shared with the tests.
 COLM_VISIBLE std::string html_escape(const std::string& text);  // also replaces invalid UTF-8 by U+FFFD
 COLM_VISIBLE bool is_digit_token(const std::string& text);     // non-empty, digits after trimming spaces
+// Whether a digit token continues or starts the result of a computation: the text before it, less
+// the digits of the number it belongs to and spaces, ends with '=' ("12 + 30 = 4", "<<12+30=4" + "2").
+COLM_VISIBLE bool is_result_digit(const std::string& text_before, const std::string& token);
 // A token quoted for tables: control characters escaped, and bytes that are not valid UTF-8 (a
 // byte-level token may be part of a character) as \xNN, so different bytes stay distinct.
 COLM_VISIBLE std::string visible_token(const std::string& text);
