@@ -2,8 +2,8 @@
 # Regenerates the default experiment's two pretrained experts, experiments/checkpoints/{generalist,
 # arithmetic}: writes the two arithmetic corpora, runs experiments/pretrain-experts.toml (the
 # generalist; the arithmetic expert's stage 1) and experiments/pretrain-arithmetic-context.toml (its
-# stage 2), both resumable (kill them and run this script again), then measures each expert's skill (experiments/expert-skill.toml)
-# and prints both reports. Results: results/pretrain.db (pretraining) and results/colm.db (skill).
+# stage 2), both resumable (kill them and run this script again), then measures each expert's skill
+# (experiments/expert-skill.toml) and prints both reports. Results: results/pretrain.db (pretraining) and results/colm.db (skill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh release

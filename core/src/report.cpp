@@ -391,7 +391,6 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
     std::map<std::string, int64_t> counts;
     for (const auto& e : ex) {
       std::string before = e.prompt;  // the text so far: a result may follow a prompt ending in '='
-
       for (const auto& t : e.tokens) {
         ++d.tokens;
         const bool digit = is_digit_token(t.text);
@@ -1057,7 +1056,7 @@ std::string visible_token(const std::string& text) {
 bool is_result_digit(const std::string& text_before, const std::string& token) {
   if (!is_digit_token(token)) return false;
   // A token with a leading space starts a new number: only spaces may stand between it and '='.
-  const bool starts_number = !token.empty() && (token[0] < '0' || token[0] > '9');
+  const bool starts_number = token[0] < '0' || token[0] > '9';  // non-empty: is_digit_token
   size_t i = text_before.size();
   if (!starts_number)
     while (i > 0 && text_before[i - 1] >= '0' && text_before[i - 1] <= '9') --i;
