@@ -11,8 +11,8 @@
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"
 #include "colm/runtime.hpp"
-#include "decode.hpp"
-#include "registry.hpp"
+#include "method/decode.hpp"
+#include "plugin/registry.hpp"
 
 using namespace colm;
 

@@ -10,9 +10,9 @@
 
 #include "colm/config.hpp"
 #include "colm/runtime.hpp"
-#include "registry.hpp"
-#include "scoring.hpp"
-#include "train.hpp"
+#include "plugin/registry.hpp"
+#include "method/scoring.hpp"
+#include "method/train.hpp"
 
 namespace fs = std::filesystem;
 

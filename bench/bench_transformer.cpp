@@ -10,7 +10,7 @@
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"
 #include "colm/runtime.hpp"
-#include "registry.hpp"
+#include "plugin/registry.hpp"
 
 namespace {
 

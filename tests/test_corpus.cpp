@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "corpus.hpp"
+#include "method/corpus.hpp"
 #include "support.hpp"
 
 namespace {

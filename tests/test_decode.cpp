@@ -10,8 +10,8 @@
 
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"
-#include "decode.hpp"
-#include "registry.hpp"
+#include "method/decode.hpp"
+#include "plugin/registry.hpp"
 
 using namespace colm;
 

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "colm/tokenizer.hpp"
-#include "experiment.hpp"
-#include "registry.hpp"
+#include "harness/experiment.hpp"
+#include "plugin/registry.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

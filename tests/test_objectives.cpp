@@ -7,7 +7,7 @@
 
 #include <torch/torch.h>
 
-#include "objectives.hpp"
+#include "method/objectives.hpp"
 
 namespace {
 

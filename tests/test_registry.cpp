@@ -15,7 +15,7 @@
 #include <torch/torch.h>
 
 #include "colm/api.hpp"
-#include "registry.hpp"
+#include "plugin/registry.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

@@ -11,9 +11,9 @@
 #include <sstream>
 
 #include "colm/hash.hpp"
-#include "report.hpp"
-#include "stats.hpp"
-#include "store.hpp"
+#include "harness/report.hpp"
+#include "harness/stats.hpp"
+#include "harness/store.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

@@ -12,10 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "experiment.hpp"
-#include "registry.hpp"
-#include "runner.hpp"
-#include "store.hpp"
+#include "harness/experiment.hpp"
+#include "plugin/registry.hpp"
+#include "harness/runner.hpp"
+#include "harness/store.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "stats.hpp"
+#include "harness/stats.hpp"
 
 using colm::BootstrapOptions;
 

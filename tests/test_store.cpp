@@ -10,7 +10,7 @@
 #include <fstream>
 #include <thread>
 
-#include "store.hpp"
+#include "harness/store.hpp"
 #include "support.hpp"
 
 using namespace colm;

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <set>
 
-#include "registry.hpp"
+#include "plugin/registry.hpp"
 #include "support.hpp"
 #include "../plugins/tasks/gsm8k/math_answer.hpp"
 

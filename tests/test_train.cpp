@@ -12,11 +12,11 @@
 
 #include "colm/config.hpp"
 #include "colm/safetensors.hpp"
-#include "objectives.hpp"
-#include "registry.hpp"
-#include "scoring.hpp"
+#include "method/objectives.hpp"
+#include "plugin/registry.hpp"
+#include "method/scoring.hpp"
 #include "support.hpp"
-#include "train.hpp"
+#include "method/train.hpp"
 
 namespace fs = std::filesystem;
 

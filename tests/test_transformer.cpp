@@ -16,7 +16,7 @@
 #include "colm/expert.hpp"
 #include "colm/plugin.hpp"
 #include "colm/safetensors.hpp"
-#include "registry.hpp"
+#include "plugin/registry.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;

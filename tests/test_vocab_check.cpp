@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support.hpp"
-#include "vocab_check.hpp"
+#include "model/vocab_check.hpp"
 
 using Catch::Contains;
 

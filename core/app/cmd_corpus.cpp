@@ -10,7 +10,7 @@
 
 #include "cli.hpp"
 #include "colm/error.hpp"
-#include "../src/corpus.hpp"  // core/src is not on the app's include path
+#include "method/corpus.hpp"
 
 namespace colm::cli {
 namespace {

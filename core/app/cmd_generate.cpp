@@ -14,9 +14,9 @@
 #include "cli.hpp"
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"
-#include "../src/decode.hpp"  // core/src is not on the app's include path
-#include "../src/registry.hpp"
-#include "../src/vocab_check.hpp"
+#include "method/decode.hpp"
+#include "plugin/registry.hpp"
+#include "model/vocab_check.hpp"
 
 namespace po = boost::program_options;
 

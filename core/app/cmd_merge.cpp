@@ -6,7 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli.hpp"
-#include "../src/store.hpp"  // core/src is not on the app's include path
+#include "harness/store.hpp"
 
 namespace colm::cli {
 namespace {

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "../src/registry.hpp"  // core/src is not on the app's include path
+#include "plugin/registry.hpp"
 #include "cli.hpp"
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"

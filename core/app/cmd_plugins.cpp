@@ -11,7 +11,7 @@
 #include "colm/api.hpp"
 #include "colm/config.hpp"
 #include "colm/error.hpp"
-#include "../src/registry.hpp"  // core/src is not on the app's include path
+#include "plugin/registry.hpp"
 
 namespace colm::cli {
 

@@ -8,7 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli.hpp"
-#include "../src/report.hpp"  // core/src is not on the app's include path
+#include "harness/report.hpp"
 
 namespace colm::cli {
 namespace {

@@ -6,9 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include "cli.hpp"
-#include "../src/experiment.hpp"  // core/src is not on the app's include path
-#include "../src/registry.hpp"
-#include "../src/runner.hpp"
+#include "harness/experiment.hpp"
+#include "plugin/registry.hpp"
+#include "harness/runner.hpp"
 
 namespace colm::cli {
 namespace {

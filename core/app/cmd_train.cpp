@@ -12,8 +12,8 @@
 
 #include "cli.hpp"
 #include "colm/config.hpp"
-#include "../src/registry.hpp"  // core/src is not on the app's include path
-#include "../src/train.hpp"
+#include "plugin/registry.hpp"
+#include "method/train.hpp"
 
 namespace colm::cli {
 

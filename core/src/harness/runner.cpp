@@ -1,6 +1,6 @@
 // The runner: stages, artifacts, resume and shards for one validated experiment.
 // Training goes through train.hpp, decoding through decode.hpp; storage is the ResultsStore (store.hpp).
-#include "runner.hpp"
+#include "harness/runner.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -21,9 +21,9 @@
 
 #include "colm/api.hpp"
 #include "colm/hash.hpp"
-#include "decode.hpp"
-#include "registry.hpp"
-#include "train.hpp"
+#include "method/decode.hpp"
+#include "plugin/registry.hpp"
+#include "method/train.hpp"
 
 namespace fs = std::filesystem;
 

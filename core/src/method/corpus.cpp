@@ -1,4 +1,4 @@
-#include "corpus.hpp"
+#include "method/corpus.hpp"
 
 #include <algorithm>
 #include <random>

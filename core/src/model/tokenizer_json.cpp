@@ -1,7 +1,7 @@
 // Fast reading of tokenizer.json: a SAX pass that streams model.vocab and model.merges (99% of a
 // 150k-token file) into flat tables and builds an ordinary DOM for everything else.
 #include "colm/error.hpp"
-#include "tokenizer_internal.hpp"
+#include "model/tokenizer_internal.hpp"
 
 namespace colm::tok {
 namespace {

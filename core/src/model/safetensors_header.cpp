@@ -7,7 +7,7 @@
 
 #include "colm/error.hpp"
 #include "colm/safetensors_header.hpp"
-#include "safetensors_internal.hpp"
+#include "model/safetensors_internal.hpp"
 
 namespace colm {
 namespace detail {

@@ -9,7 +9,7 @@
 #include <unicode/unistr.h>
 
 #include "colm/error.hpp"
-#include "tokenizer_internal.hpp"
+#include "model/tokenizer_internal.hpp"
 
 namespace colm::tok {
 

@@ -1,6 +1,6 @@
 // ResultsStore over SQLiteCpp: schema creation and version check, one transaction per write call,
 // and the shard merge. The SQL lives here and nowhere else; callers see records, not statements.
-#include "store.hpp"
+#include "harness/store.hpp"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>

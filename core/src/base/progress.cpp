@@ -1,6 +1,6 @@
 // The training progress display: an in-place bar on a terminal, periodic log lines elsewhere.
 // Only train.cpp uses it; it never touches stdout (kept clean for generated text and JSON).
-#include "progress.hpp"
+#include "base/progress.hpp"
 
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
 // Contract-checking proxies for plugin-made Experts and DeferralPolicies (see checked.hpp).
 // The checks read shapes, dtypes and devices only, except probs(), whose values are checked too.
-#include "checked.hpp"
+#include "plugin/checked.hpp"
 
 #include <cmath>
 #include <iomanip>

@@ -5,7 +5,7 @@
 #include <queue>
 
 #include "colm/error.hpp"
-#include "tokenizer_internal.hpp"
+#include "model/tokenizer_internal.hpp"
 
 namespace colm::tok {
 namespace {

@@ -19,7 +19,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "safetensors_internal.hpp"
+#include "model/safetensors_internal.hpp"
 
 // The format is little-endian; colm reads the mapped bytes as native values.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "colm's safetensors code assumes a little-endian host");

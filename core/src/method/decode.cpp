@@ -1,7 +1,7 @@
 // The collaborative decoder: decode_batch() is the Co-LLM loop as the paper states it; the lazy
 // catch-up of assistant caches, token picking, seeding and checks live beside it in this file.
 // Models, policies and tokenizers are plugins; scoring and storing the outputs is the caller's.
-#include "decode.hpp"
+#include "method/decode.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -4,7 +4,7 @@
 #include <cctype>
 
 #include "colm/error.hpp"
-#include "tokenizer_internal.hpp"
+#include "model/tokenizer_internal.hpp"
 
 namespace colm::tok {
 namespace {

@@ -1,6 +1,6 @@
 // Bootstrap intervals, the paired bootstrap and McNemar's exact test (see stats.hpp). Resampling
 // uses mt19937_64 with an explicit bounded draw, so the same seed gives the same numbers everywhere.
-#include "stats.hpp"
+#include "harness/stats.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -12,7 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "colm/hash.hpp"
-#include "tokenizer_internal.hpp"
+#include "model/tokenizer_internal.hpp"
 
 namespace colm {
 namespace {

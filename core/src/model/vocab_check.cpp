@@ -1,6 +1,6 @@
 // Vocabulary compatibility check across experts (see vocab_check.hpp for the rules).
 // Only reads tokenizers and ExpertInfo; the masking of padded logits is the decoder's job.
-#include "vocab_check.hpp"
+#include "model/vocab_check.hpp"
 
 #include <algorithm>
 #include <map>

@@ -14,7 +14,7 @@
 #include "colm/expert.hpp"
 #include "colm/policy.hpp"
 #include "colm/tokenizer.hpp"
-#include "objectives.hpp"
+#include "method/objectives.hpp"
 
 namespace colm {
 

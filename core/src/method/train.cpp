@@ -1,6 +1,6 @@
 // The training loop and its data: batching, AdamW with warm-up/decay, clipping, accumulation,
 // validation, atomic checkpoints and exact resume; the lm and deferral objectives over experts.
-#include "train.hpp"
+#include "method/train.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -17,8 +17,8 @@
 #include <torch/torch.h>
 
 #include "colm/hash.hpp"
-#include "progress.hpp"
-#include "scoring.hpp"
+#include "base/progress.hpp"
+#include "method/scoring.hpp"
 
 namespace fs = std::filesystem;
 

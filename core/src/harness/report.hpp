@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "stats.hpp"
-#include "store.hpp"
+#include "harness/stats.hpp"
+#include "harness/store.hpp"
 
 namespace colm {
 

@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "experiment.hpp"
-#include "store.hpp"
+#include "harness/experiment.hpp"
+#include "harness/store.hpp"
 
 namespace colm {
 

@@ -1,7 +1,7 @@
 // The experiment schema and its one validator: reads every core-owned key with type, default and
 // help; checks cross-option rules; creates the plugins; derives content keys and expands the runs.
 // Stage execution lives in runner.cpp; what plugin-specific keys mean is left to each plugin.
-#include "experiment.hpp"
+#include "harness/experiment.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -14,8 +14,8 @@
 
 #include "colm/hash.hpp"
 #include "colm/tokenizer.hpp"
-#include "registry.hpp"
-#include "vocab_check.hpp"
+#include "plugin/registry.hpp"
+#include "model/vocab_check.hpp"
 
 namespace fs = std::filesystem;
 

@@ -1,6 +1,6 @@
 // The plugin registry: opens lib*.so files with Boost.DLL, checks API version and build fingerprint,
 // refuses bad files with a reason, and creates contract-checked objects that keep their library loaded.
-#include "registry.hpp"
+#include "plugin/registry.hpp"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -19,7 +19,7 @@
 #include <boost/dll/shared_library.hpp>
 #include <spdlog/spdlog.h>
 
-#include "checked.hpp"
+#include "plugin/checked.hpp"
 
 namespace fs = std::filesystem;
 

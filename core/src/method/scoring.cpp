@@ -1,6 +1,6 @@
 // The scoring cache: frozen assistants' gold-token log-probs and top-1 flags over a training set,
 // computed once in batches without autograd and stored as content-addressed safetensors files.
-#include "scoring.hpp"
+#include "method/scoring.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -10,8 +10,8 @@
 
 #include "colm/hash.hpp"
 #include "colm/safetensors.hpp"
-#include "objectives.hpp"
-#include "train.hpp"
+#include "method/objectives.hpp"
+#include "method/train.hpp"
 
 namespace fs = std::filesystem;
 

@@ -1,6 +1,6 @@
 // The training losses (lm, marginal likelihood, weak supervision) as short tensor functions with
 // shape comments; everything about batches, optimisers and checkpoints lives in train.cpp.
-#include "objectives.hpp"
+#include "method/objectives.hpp"
 
 #include <sstream>
 

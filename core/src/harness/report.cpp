@@ -1,6 +1,6 @@
 // `colm report`'s engine: loads runs, metrics, calibration curves and token traces from the results
 // store, computes paired comparisons and deferral statistics, and renders Markdown, HTML+SVG or JSON.
-#include "report.hpp"
+#include "harness/report.hpp"
 
 #include <spdlog/spdlog.h>
 
