@@ -1,0 +1,38 @@
+// The report as Markdown: the section tables of report_sections.cpp under one heading per experiment.
+// Plots and example outputs are the HTML page's.
+#include "harness/report_internal.hpp"
+
+#include <sstream>
+
+namespace colm {
+
+using namespace report_detail;
+
+std::string report_markdown(const ReportData& data) {
+  std::ostringstream os;
+  os << "# colm report\n\nDatabase: `" << sanitize_utf8(data.database) << "` — " << data.experiments.size()
+     << " experiment(s).\n";
+  for (const auto& x : data.experiments) {
+    os << "\n## Experiment " << md_escape(x.record.name) << "\n\n" << md_escape(experiment_summary(x)) << "\n\n";
+    os << "### Runs\n\n" << render_markdown(runs_table(x)) << "\n";
+    const auto all = all_metrics_table(x);
+    if (!all.header.empty()) os << "### All metrics\n\n" << render_markdown(all) << "\n";
+    os << "### Calibration curve\n\n";
+    const auto cal = calibration_tables(x);
+    if (cal.empty()) os << "_(no calibration stored)_\n\n";
+    for (const auto& [title, table] : cal) os << "#### " << md_escape(title) << "\n\n" << render_markdown(table) << "\n";
+    os << "### Compared with the best single model\n\n";
+    const auto refs = best_reference_text(x);
+    os << (refs.empty() ? "_(no single-model run with " + md_escape(x.metric) + " to compare with)_"
+                        : "Reference: " + md_escape(refs) + ".")
+       << "\n\n" << render_markdown(comparison_table(x)) << "\n" << md_escape(methods_text(x)) << "\n\n";
+    os << "### Where it defers\n\n" << md_escape(kDeferralNote) << "\n\n"
+       << render_markdown(deferral_table(x)) << "\n";
+    if (!x.analysis.empty())
+      os << "### Teacher-forced analysis\n\n" << md_escape(kAnalysisNote) << "\n\n"
+         << render_markdown(analysis_table(x)) << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace colm
