@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
+#include <stdexcept>
 #include <random>
 #include <vector>
 
@@ -24,12 +26,42 @@ std::string plugin_dir() { return build_dir() + "/plugins"; }
 std::string colm_binary() { return build_dir() + "/bin/colm"; }
 
 std::optional<std::string> shared_dir() {
-  if (const char* e = std::getenv("COLM_SHARED_DIR")) {
+  if (const char* e = std::getenv("COLM_SHARED_DIR"); e && *e) {
     if (fs::is_directory(e)) return std::string(e);
+    return std::nullopt;  // set but absent: behave as a clone without ../shared
   }
   auto p = fs::path(source_dir()).parent_path() / "shared";
   if (fs::is_directory(p / "fixtures")) return p.string();
   return std::nullopt;
+}
+
+std::optional<std::string> shared_fixture(const std::string& rel) {
+  const auto shared = shared_dir();
+  if (!shared) return std::nullopt;
+  const auto p = fs::path(*shared) / "fixtures" / rel;
+  if (!fs::exists(p)) return std::nullopt;
+  return p.string();
+}
+
+namespace {
+// root/rel in the repository, else ../shared/<shared_sub>/rel; throws when in neither.
+std::string repo_or_shared(const std::string& root, const std::string& shared_sub, const std::string& rel) {
+  const auto here = fs::path(source_dir()) / root / rel;
+  if (fs::exists(here)) return here.string();
+  if (const auto shared = shared_dir()) {
+    const auto there = fs::path(*shared) / shared_sub / rel;
+    if (fs::exists(there)) return there.string();
+  }
+  throw std::runtime_error(here.string() + " is missing (and not in ../shared/" + shared_sub +
+                           " either): the repository ships it; restore it with git checkout");
+}
+}  // namespace
+
+std::string fixture(const std::string& rel) { return repo_or_shared("tests/fixtures", "fixtures", rel); }
+std::string dataset(const std::string& rel) { return repo_or_shared("datasets", "datasets", rel); }
+
+void print_skip(const std::string& reason) {
+  std::cout << "COLM-SKIP: " << reason << std::endl;
 }
 
 namespace {

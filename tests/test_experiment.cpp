@@ -232,8 +232,7 @@ TEST_CASE("malformed experiments fail before any work, naming the problem and wh
 }
 
 TEST_CASE("an assistant with another tokenizer is refused before any work", "[experiment]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto ckpt = shared + "/fixtures/models/gpt2-tiny";
+  const auto ckpt = colm::test::fixture("models/gpt2-tiny");
   const auto text = replace(kValid,
                             "family = \"gpt2\"\nn_layer = 1\nn_head = 2\nd_model = 16\nd_ff = 32\nmax_positions = 256\ninit_seed = 2",
                             "checkpoint = \"" + ckpt + "\"");

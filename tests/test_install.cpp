@@ -49,10 +49,7 @@ std::string canonical(const std::string& p) { return fs::weakly_canonical(p).str
 
 TEST_CASE("an installed colm builds the example plugins out of tree and runs an experiment with all three",
           "[install][plugins]") {
-  if (!on_path("cmake")) {
-    WARN("skipped: cmake is not on PATH (needed to install colm and to build examples/plugins against it)");
-    return;
-  }
+  if (!on_path("cmake")) COLM_SKIP("cmake is not on PATH (needed to install colm and to build examples/plugins against it)");
   const auto tmp = colm::test::temp_dir("colm-install");
   const auto prefix = tmp + "/prefix";
 

@@ -7,10 +7,8 @@
 using namespace colm;
 
 TEST_CASE("colm run killed at random moments and rerun equals an uninterrupted run", "[runner][kill]") {
-  if (test::run_command("command -v sqlite3 > /dev/null && command -v bc > /dev/null") != 0) {
-    WARN("skipped: the script needs the sqlite3 CLI and bc");
-    return;
-  }
+  if (test::run_command("command -v sqlite3 > /dev/null && command -v bc > /dev/null") != 0)
+    COLM_SKIP("scripts/kill-resume-check.sh needs the sqlite3 CLI and bc (scripts/setup.sh installs them)");
   std::string out;
   const int rc = test::run_command("bash " + test::source_dir() + "/scripts/kill-resume-check.sh --colm " +
                                        test::colm_binary() + " --kills 5 --seed 4242",

@@ -279,8 +279,7 @@ TEST_CASE("a zero-element tensor and gaps between tensors are accepted", "[core]
 }
 
 TEST_CASE("the bf16 sharded fixture equals llama-tiny-gqa rounded to bf16", "[core][safetensors][fixtures]") {
-  COLM_REQUIRE_SHARED(shared);
-  const std::string models = shared + "/fixtures/models";
+  const std::string models = colm::test::fixture("models");
   const auto fp32 = colm::Checkpoint::open(models + "/llama-tiny-gqa");
   const auto bf16 = colm::Checkpoint::open(models + "/llama-tiny-gqa-bf16-sharded");
   CHECK(fp32.stored_dtype() == "F32");
@@ -302,22 +301,20 @@ TEST_CASE("the bf16 sharded fixture equals llama-tiny-gqa rounded to bf16", "[co
 }
 
 TEST_CASE("every model fixture opens as a checkpoint", "[core][safetensors][fixtures]") {
-  COLM_REQUIRE_SHARED(shared);
   for (const char* name : {"gpt2-tiny", "llama-tiny-gqa", "stories260k"}) {
     INFO(name);
-    const auto ck = colm::Checkpoint::open(shared + "/fixtures/models/" + name);
+    const auto ck = colm::Checkpoint::open(colm::test::fixture(std::string("models/") + name));
     CHECK(ck.stored_dtype() == "F32");
     CHECK(ck.config().at("vocab_size") == (std::string(name) == "gpt2-tiny" ? 1000 : 512));
   }
-  const auto gpt2 = colm::Checkpoint::open(shared + "/fixtures/models/gpt2-tiny");
+  const auto gpt2 = colm::Checkpoint::open(colm::test::fixture("models/gpt2-tiny"));
   CHECK(gpt2.has("transformer.wte.weight"));
   CHECK_FALSE(gpt2.has("lm_head.weight"));
   CHECK(gpt2.load("transformer.wte.weight").sizes().vec() == std::vector<int64_t>{1000, 64});
 }
 
 TEST_CASE("broken checkpoint directories give clear errors", "[core][safetensors][fixtures]") {
-  COLM_REQUIRE_SHARED(shared);
-  const fs::path src = shared + "/fixtures/models/llama-tiny-gqa-bf16-sharded";
+  const fs::path src = colm::test::fixture("models/llama-tiny-gqa-bf16-sharded");
   const std::string dir = colm::test::temp_dir("st-ckpt");
   fs::copy(src, dir, fs::copy_options::recursive);
   REQUIRE_NOTHROW(colm::Checkpoint::open(dir));

@@ -149,8 +149,7 @@ TEST_CASE("gsm8k answers: calculation steps in annotations and plain text", "[ta
 }
 
 TEST_CASE("gsm8k: loads the real files, splits train/valid by seed and scores", "[task][gsm8k]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto dir = shared + "/datasets/gsm8k";
+  const auto dir = test::dataset("gsm8k");
   const std::string cfg = "train_path = \"" + dir + "/train.jsonl\"\ntest_path = \"" + dir + "/test.jsonl\"\nseed = 3\n";
   auto t = make_task("gsm8k", cfg);
   CHECK(t->examples("test").size() == 1319);
@@ -189,12 +188,36 @@ TEST_CASE("gsm8k: loads the real files, splits train/valid by seed and scores", 
 TEST_CASE("gsm8k: a missing file is an error naming the key", "[task][gsm8k]") {
   CHECK_THROWS_WITH(make_task("gsm8k", "test_path = \"/nonexistent/test.jsonl\"\n"),
                     Catch::Contains("test_path") && Catch::Contains("cannot open"));
-  CHECK_THROWS_WITH(make_task("gsm8k", "valid_size = 3\n"), Catch::Contains("test_path"));
+  CHECK_THROWS_WITH(make_task("gsm8k", "train_path = \"/nonexistent/train.jsonl\"\n"),
+                    Catch::Contains("train_path") && Catch::Contains("cannot open"));
+  CHECK_THROWS_WITH(make_task("gsm8k", "train_path = \"\"\nshots = 1\n"), Catch::Contains("shots"));
+}
+
+TEST_CASE("gsm8k and pubmedqa read the repository's datasets/ by default", "[task][gsm8k][pubmedqa]") {
+  // The tests run in the repository root (CTest's WORKING_DIRECTORY), as a user runs colm.
+  REQUIRE(std::filesystem::exists("datasets/gsm8k/test.jsonl"));
+  auto g = make_task("gsm8k", "");
+  CHECK(g->examples("test").size() == 1319);
+  CHECK(g->examples("valid").size() == 200);
+  CHECK(g->examples("train").size() == 7473 - 200);
+  CHECK(g->examples("test")[0].reference == "18");
+  auto no_train = make_task("gsm8k", "train_path = \"\"\n");
+  CHECK(no_train->examples("test").size() == 1319);
+  CHECK_THROWS(no_train->examples("train"));
+
+  auto p = make_task("pubmedqa", "");
+  CHECK(p->examples("test").size() == 500);  // the official PQA-L test ids
+  size_t yes = 0;
+  for (const auto& e : p->examples("test")) yes += e.reference == "yes";
+  CHECK(yes == 276);
+  CHECK(p->examples("valid").size() == 50);
+  // A path of one's own gets the seeded split unless test_ids is named too.
+  auto own = make_task("pubmedqa", "path = \"datasets/pubmedqa/ori_pqal.json\"\ntest_size = 100\n");
+  CHECK(own->examples("test").size() == 100);
 }
 
 TEST_CASE("pubmedqa: official test ids, seeded train/valid, yes/no/maybe accuracy", "[task][pubmedqa]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto dir = shared + "/datasets/pubmedqa";
+  const auto dir = test::dataset("pubmedqa");
   auto t = make_task("pubmedqa", "path = \"" + dir + "/ori_pqal.json\"\ntest_ids = \"" + dir +
                                      "/test_ground_truth.json\"\nvalid_size = 50\nseed = 1\n");
   const auto test = t->examples("test");

@@ -1,5 +1,6 @@
-// Tokenizer: the HF fixtures (gpt2, llama2, mistral, qwen3: ids and decoded text from an independent
-// reference), colm's byte tokenizer (round trip, save/load, specials) and error reporting.
+// Tokenizer: the HF fixtures (gpt2, mistral, qwen3 from tests/fixtures; llama2 from ../shared only:
+// ids and decoded text from an independent reference), colm's byte tokenizer (round trip,
+// save/load, specials) and error reporting.
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -33,30 +34,23 @@ std::vector<Case> read_cases(const std::string& path) {
 }
 
 // Loading is the slow part (150k vocab for qwen3): load each fixture once per process.
-const colm::Tokenizer& fixture(const std::string& shared, const std::string& name) {
+// dir: the fixture's folder (tests/fixtures/tokenizers/NAME, or ../shared's for llama2).
+const colm::Tokenizer& fixture_at(const std::string& dir) {
   static std::map<std::string, colm::Tokenizer> cache;
-  auto it = cache.find(name);
-  if (it == cache.end())
-    it = cache.emplace(name, colm::Tokenizer::from_file(shared + "/fixtures/tokenizers/" + name + "/tokenizer.json")).first;
+  auto it = cache.find(dir);
+  if (it == cache.end()) it = cache.emplace(dir, colm::Tokenizer::from_file(dir + "/tokenizer.json")).first;
   return it->second;
 }
+// A tokenizer the repository ships (gpt2, mistral, qwen3).
+const colm::Tokenizer& fixture(const std::string& name) { return fixture_at(colm::test::fixture("tokenizers/" + name)); }
 
-std::string all_bytes() {
-  std::string s;
-  for (int b = 0; b < 256; ++b) s += static_cast<char>(b);
-  return s;
-}
-
-}  // namespace
-
-TEST_CASE("HF tokenizers encode and decode every fixture case exactly", "[core][tokenizer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const std::string name = GENERATE(as<std::string>{}, "gpt2", "llama2", "mistral", "qwen3");
+// Every case of cases.jsonl in dir: encode to the expected ids, decode them to the expected text.
+void check_cases(const std::string& name, const std::string& dir) {
   const auto t0 = std::chrono::steady_clock::now();
-  const colm::Tokenizer& tk = fixture(shared, name);
+  const colm::Tokenizer& tk = fixture_at(dir);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   INFO(name << " loaded in " << load_s << " s");
-  const auto cases = read_cases(shared + "/fixtures/tokenizers/" + name + "/cases.jsonl");
+  const auto cases = read_cases(dir + "/cases.jsonl");
   REQUIRE(cases.size() == 60);
   int encoded_ok = 0, decoded_ok = 0;
   for (const auto& c : cases) {
@@ -68,28 +62,45 @@ TEST_CASE("HF tokenizers encode and decode every fixture case exactly", "[core][
     encoded_ok += ids == c.ids;
     decoded_ok += decoded == c.decoded;
   }
-  WARN(name << ": encode " << encoded_ok << "/60, decode " << decoded_ok << "/60, load " << load_s << " s");
+  CHECK(encoded_ok == 60);
+  CHECK(decoded_ok == 60);
+}
+
+std::string all_bytes() {
+  std::string s;
+  for (int b = 0; b < 256; ++b) s += static_cast<char>(b);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("HF tokenizers encode and decode every fixture case exactly", "[core][tokenizer]") {
+  const std::string name = GENERATE(as<std::string>{}, "gpt2", "mistral", "qwen3");
+  check_cases(name, colm::test::fixture("tokenizers/" + name));
+}
+
+TEST_CASE("the Llama 2 tokenizer encodes and decodes every fixture case exactly", "[core][tokenizer][shared]") {
+  COLM_REQUIRE_SHARED_FIXTURE(dir, "tokenizers/llama2");
+  check_cases("llama2", dir);
 }
 
 TEST_CASE("add_special_tokens follows each post-processor", "[core][tokenizer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto& llama = fixture(shared, "llama2");
-  CHECK(llama.encode("Hello world", true) == std::vector<int64_t>{1, 15043, 3186});
-  CHECK(llama.encode("Hello world", false) == std::vector<int64_t>{15043, 3186});
-  CHECK(llama.kind() == "sentencepiece_bpe");
-  CHECK(llama.bos_id() == 1);
-  CHECK(llama.eos_id() == 2);
-  CHECK_FALSE(llama.pad_id().has_value());  // tokenizer_config.json says null
-  CHECK(llama.id_to_token(13) == "<0x0A>");
-  CHECK(fixture(shared, "mistral").encode("Hello", true).front() == 1);
+  const auto& mistral = fixture("mistral");
+  CHECK(mistral.encode("Hello", true).front() == 1);
+  CHECK(mistral.encode("Hello world", false) == std::vector<int64_t>{22557, 1526});
+  CHECK(mistral.encode("Hello world", true) == std::vector<int64_t>{1, 22557, 1526});
+  CHECK(mistral.kind() == "sentencepiece_bpe");
+  CHECK(mistral.bos_id() == 1);
+  CHECK(mistral.eos_id() == 2);
+  CHECK(mistral.id_to_token(13) == "<0x0A>");
 
-  const auto& gpt2 = fixture(shared, "gpt2");
+  const auto& gpt2 = fixture("gpt2");
   CHECK(gpt2.encode("Hello world", true) == gpt2.encode("Hello world", false));
   CHECK(gpt2.kind() == "byte_level_bpe");
   CHECK(gpt2.vocab_size() == 50257);
   CHECK(gpt2.eos_id() == 50256);
 
-  const auto& qwen = fixture(shared, "qwen3");
+  const auto& qwen = fixture("qwen3");
   CHECK(qwen.encode("Hello world", true) == qwen.encode("Hello world", false));
   CHECK(qwen.vocab_size() == 151669);
   CHECK_FALSE(qwen.bos_id().has_value());  // bos_token: null
@@ -98,37 +109,50 @@ TEST_CASE("add_special_tokens follows each post-processor", "[core][tokenizer]")
   CHECK(qwen.token_to_id("<think>") == 151667);
 }
 
+TEST_CASE("the Llama 2 tokenizer adds <s> and has no pad token", "[core][tokenizer][shared]") {
+  COLM_REQUIRE_SHARED_FIXTURE(dir, "tokenizers/llama2");
+  const auto& llama = fixture_at(dir);
+  CHECK(llama.encode("Hello world", true) == std::vector<int64_t>{1, 15043, 3186});
+  CHECK(llama.encode("Hello world", false) == std::vector<int64_t>{15043, 3186});
+  CHECK(llama.kind() == "sentencepiece_bpe");
+  CHECK(llama.bos_id() == 1);
+  CHECK(llama.eos_id() == 2);
+  CHECK_FALSE(llama.pad_id().has_value());  // tokenizer_config.json says null
+  CHECK(llama.id_to_token(13) == "<0x0A>");
+  CHECK(llama.decode(llama.encode("Hi there", true), true) == "Hi there");
+  CHECK(llama.fingerprint() != fixture("mistral").fingerprint());
+}
+
 TEST_CASE("skip_special_tokens drops only tokens marked special", "[core][tokenizer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto& qwen = fixture(shared, "qwen3");
+  const auto& qwen = fixture("qwen3");
   const auto ids = qwen.encode("<|im_start|>user\nHi<|im_end|><think>x</think>");
   CHECK(qwen.decode(ids, false) == "<|im_start|>user\nHi<|im_end|><think>x</think>");
   CHECK(qwen.decode(ids, true) == "user\nHi<think>x</think>");  // <think> is added but not special
-  const auto& llama = fixture(shared, "llama2");
-  CHECK(llama.decode(llama.encode("Hi there", true), true) == "Hi there");
+  const auto& mistral = fixture("mistral");
+  CHECK(mistral.decode(mistral.encode("Hi there", true), true) == "Hi there");
+  CHECK(mistral.decode(mistral.encode("Hi there", true), false) == "<s> Hi there");
 }
 
 TEST_CASE("save writes the original JSON of a loaded tokenizer", "[core][tokenizer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto& llama = fixture(shared, "llama2");
+  const auto src = colm::test::fixture("tokenizers/mistral");
+  const auto& mistral = fixture_at(src);
   const std::string dir = colm::test::temp_dir("colm-tok");
-  llama.save(dir + "/tokenizer.json");
-  std::ifstream a(shared + "/fixtures/tokenizers/llama2/tokenizer.json", std::ios::binary),
-      b(dir + "/tokenizer.json", std::ios::binary);
+  mistral.save(dir + "/tokenizer.json");
+  std::ifstream a(src + "/tokenizer.json", std::ios::binary), b(dir + "/tokenizer.json", std::ios::binary);
   const std::string original((std::istreambuf_iterator<char>(a)), {}), saved((std::istreambuf_iterator<char>(b)), {});
   CHECK(saved == original);
   const auto reloaded = colm::Tokenizer::from_file(dir + "/tokenizer.json");
-  CHECK(reloaded.fingerprint() == llama.fingerprint());
-  CHECK(reloaded.encode("<s> Hello </s>") == std::vector<int64_t>{1, 29871, 15043, 29871, 2});
+  CHECK(reloaded.fingerprint() == mistral.fingerprint());
+  CHECK(reloaded.encode("<s> Hello </s>") == mistral.encode("<s> Hello </s>"));
+  CHECK(reloaded.encode("<s> Hello </s>").front() == 1);
   // Without tokenizer_config.json the template's <s> and the conventional </s> are used.
   CHECK(reloaded.bos_id() == 1);
   CHECK(reloaded.eos_id() == 2);
 }
 
 TEST_CASE("fingerprints tell tokenizers apart and ignore formatting", "[core][tokenizer]") {
-  COLM_REQUIRE_SHARED(shared);
-  CHECK(fixture(shared, "llama2").fingerprint() != fixture(shared, "mistral").fingerprint());
-  CHECK(fixture(shared, "gpt2").fingerprint() != fixture(shared, "qwen3").fingerprint());
+  CHECK(fixture("gpt2").fingerprint() != fixture("qwen3").fingerprint());
+  CHECK(fixture("gpt2").fingerprint() != fixture("mistral").fingerprint());
   const std::string json = colm::Tokenizer::byte_level().to_json_string();
   const auto compact = colm::Tokenizer::from_json_string(nlohmann::json::parse(json).dump(), "compact");
   CHECK(compact.fingerprint() == colm::Tokenizer::byte_level().fingerprint());

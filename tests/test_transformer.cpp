@@ -54,9 +54,8 @@ const char* kFreshLlama = "family = 'llama'\nn_layer = 2\nn_head = 4\nn_kv_head 
 }  // namespace
 
 TEST_CASE("transformer reproduces the reference logits of every model fixture", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
   const std::string name = GENERATE(as<std::string>{}, "gpt2-tiny", "llama-tiny-gqa", "llama-tiny-gqa-bf16-sharded", "stories260k");
-  const auto dir = shared + "/fixtures/models/" + name;
+  const auto dir = colm::test::fixture("models/" + name);
   const auto expected = read_json(dir + "/expected.json");
   const auto ids = expected["input_ids"].get<std::vector<int64_t>>();
   const double tol = expected["tolerance_abs"].get<double>();
@@ -82,8 +81,7 @@ TEST_CASE("transformer reproduces the reference logits of every model fixture", 
 }
 
 TEST_CASE("transformer in bfloat16 stays within the fixture's bf16 tolerance", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto dir = shared + "/fixtures/models/llama-tiny-gqa-bf16-sharded";
+  const auto dir = colm::test::fixture("models/llama-tiny-gqa-bf16-sharded");
   const auto expected = read_json(dir + "/expected.json");
   const auto ids = expected["input_ids"].get<std::vector<int64_t>>();
   auto expert = load_dir(dir, "dtype = 'bfloat16'");
@@ -97,8 +95,7 @@ TEST_CASE("transformer in bfloat16 stays within the fixture's bf16 tolerance", "
 }
 
 TEST_CASE("stories260k greedy decoding through extend reproduces the reference continuation", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto dir = shared + "/fixtures/models/stories260k";
+  const auto dir = colm::test::fixture("models/stories260k");
   const auto ref = read_json(dir + "/expected.json")["input_ids"].get<std::vector<int64_t>>();
   auto expert = load_dir(dir);
   CHECK_FALSE(expert->tokenizer().valid());  // the fixture ships no tokenizer: ids only
@@ -115,9 +112,8 @@ TEST_CASE("stories260k greedy decoding through extend reproduces the reference c
 }
 
 TEST_CASE("KV-cached extend over ragged batches equals the full forward at every position", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
   const std::string name = GENERATE(as<std::string>{}, "gpt2-tiny", "llama-tiny-gqa");
-  auto expert = load_dir(shared + "/fixtures/models/" + name);
+  auto expert = load_dir(colm::test::fixture("models/" + name));
   const int64_t V = expert->info().vocab_size;
   std::mt19937_64 rng(7);
   auto draw = [&](size_t n) {
@@ -159,8 +155,7 @@ TEST_CASE("KV-cached extend over ragged batches equals the full forward at every
 }
 
 TEST_CASE("a right-padded batch gives each row the logits of its unpadded forward", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
-  auto expert = load_dir(shared + "/fixtures/models/llama-tiny-gqa");
+  auto expert = load_dir(colm::test::fixture("models/llama-tiny-gqa"));
   const std::vector<std::vector<int64_t>> seqs = {{1, 5, 9, 200, 7}, {1, 33}, {4, 4, 4, 4}};
   auto ids = torch::zeros({3, 5}, torch::kLong);
   auto mask = torch::zeros({3, 5}, torch::kLong);
@@ -180,7 +175,6 @@ TEST_CASE("a right-padded batch gives each row the logits of its unpadded forwar
 }
 
 TEST_CASE("save then load reproduces identical logits and fingerprint", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
   const std::string which = GENERATE(as<std::string>{}, "gpt2-tiny", "llama-tiny-gqa-bf16-sharded", "fresh-gpt2", "fresh-llama");
   std::shared_ptr<colm::Expert> a;
   if (which == "fresh-gpt2") {
@@ -188,7 +182,7 @@ TEST_CASE("save then load reproduces identical logits and fingerprint", "[expert
   } else if (which == "fresh-llama") {
     a = make_expert(kFreshLlama, 11);
   } else {
-    a = load_dir(shared + "/fixtures/models/" + which);
+    a = load_dir(colm::test::fixture("models/" + which));
   }
   const auto dir = colm::test::temp_dir("colm-transformer-save") + "/model";
   a->save(dir);
@@ -210,8 +204,7 @@ TEST_CASE("save then load reproduces identical logits and fingerprint", "[expert
 }
 
 TEST_CASE("a missing or misshaped tensor is an error naming it and both shapes", "[expert][transformer]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto src = shared + "/fixtures/models/gpt2-tiny";
+  const auto src = colm::test::fixture("models/gpt2-tiny");
   auto ckpt = colm::Checkpoint::open(src);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& n : ckpt.names()) tensors.emplace_back(n, ckpt.load(n));

@@ -121,10 +121,10 @@ TEST_CASE("same tokenizer but different special-token ids is refused", "[core][v
 }
 
 TEST_CASE("Llama 2 and Mistral tokenizers (same kind and size) are told apart by their tokens",
-          "[core][vocab][fixtures]") {
-  COLM_REQUIRE_SHARED(shared);
-  const auto llama = colm::Tokenizer::from_file(shared + "/fixtures/tokenizers/llama2/tokenizer.json");
-  const auto mistral = colm::Tokenizer::from_file(shared + "/fixtures/tokenizers/mistral/tokenizer.json");
+          "[core][vocab][fixtures][shared]") {
+  COLM_REQUIRE_SHARED_FIXTURE(llama_dir, "tokenizers/llama2");
+  const auto llama = colm::Tokenizer::from_file(llama_dir + "/tokenizer.json");
+  const auto mistral = colm::Tokenizer::from_file(colm::test::fixture("tokenizers/mistral/tokenizer.json"));
   REQUIRE(llama.vocab_size() == mistral.vocab_size());
   FakeExpert a(llama, 32000), b(mistral, 32000);
   CHECK_THROWS_WITH(colm::check_vocab_compatible({{"llama", &a}, {"mistral", &b}}),

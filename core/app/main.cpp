@@ -1,5 +1,6 @@
 // colm's entry point: global options (--help, --version, --log-level, --plugin-dir), then one
-// command from the table in cli.hpp. Each command lives in its own cmd_*.cpp.
+// command from the table in cli.hpp; --log-level and --plugin-dir may also follow the command.
+// Each command lives in its own cmd_*.cpp.
 #include <cstdlib>
 #include <iostream>
 
@@ -24,7 +25,8 @@ namespace {
 void print_help() {
   std::cout << "colm " << COLM_VERSION_STRING
             << " - token-level collaborative decoding with several language models (Co-LLM)\n\n"
-               "usage: colm [global options] <command> [command options]\n\n"
+               "usage: colm [global options] <command> [command options]\n"
+               "(--log-level and --plugin-dir may also come after the command)\n\n"
                "global options:\n"
                "  -h, --help               this help; `colm <command> --help` for a command's own\n"
                "  --version                print the version, API version and build fingerprint\n"
@@ -37,6 +39,32 @@ void print_help() {
   }
 }
 
+// A global option that takes a value, at args[i] (as "--opt VALUE" or "--opt=VALUE"): stores it in
+// `global`, advances i past it and returns true; returns false for anything else. Sets rc = 2 when
+// the value is missing.
+bool take_global_option(const std::vector<std::string>& args, size_t& i, colm::cli::GlobalOptions& global, int& rc) {
+  const auto& a = args[i];
+  for (const std::string name : {"--log-level", "--plugin-dir"}) {
+    std::string value;
+    if (a == name) {
+      if (i + 1 >= args.size()) {
+        std::cerr << "colm: " << a << " needs a value\n";
+        rc = 2;
+        return true;
+      }
+      value = args[++i];
+    } else if (a.rfind(name + "=", 0) == 0) {
+      value = a.substr(name.size() + 1);
+    } else {
+      continue;
+    }
+    if (name == "--log-level") global.log_level = value;
+    else global.plugin_dirs.push_back(value);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,6 +72,7 @@ int main(int argc, char** argv) {
   global.argv0 = argv[0];
   std::vector<std::string> args(argv + 1, argv + argc);
   size_t i = 0;
+  int rc = 0;
   for (; i < args.size(); ++i) {
     const auto& a = args[i];
     if (a == "-h" || a == "--help") {
@@ -54,17 +83,8 @@ int main(int argc, char** argv) {
       std::cout << "colm " << info.version << " (plugin API " << info.api_version << ", " << info.compiler
                 << ", cxx11 abi " << info.cxx11_abi << ", torch " << info.torch_version << ")\n";
       return 0;
-    } else if (a == "--log-level" || a == "--plugin-dir") {
-      if (i + 1 >= args.size()) {
-        std::cerr << "colm: " << a << " needs a value\n";
-        return 2;
-      }
-      (a == "--log-level" ? global.log_level : (global.plugin_dirs.emplace_back(), global.plugin_dirs.back())) =
-          args[++i];
-    } else if (a.rfind("--log-level=", 0) == 0) {
-      global.log_level = a.substr(12);
-    } else if (a.rfind("--plugin-dir=", 0) == 0) {
-      global.plugin_dirs.push_back(a.substr(13));
+    } else if (take_global_option(args, i, global, rc)) {
+      if (rc != 0) return rc;
     } else if (!a.empty() && a[0] == '-') {
       std::cerr << "colm: unknown option '" << a << "' (see colm --help)\n";
       return 2;
@@ -82,13 +102,27 @@ int main(int argc, char** argv) {
     std::cerr << "colm: unknown command '" << args[i] << "' (see colm --help)\n";
     return 2;
   }
+  // Global options may also follow the command (`colm plugins --plugin-dir X`): take them out of
+  // the command's arguments. No command declares an option of the same name, and everything after
+  // a bare "--" is left to the command.
+  std::vector<std::string> rest;
+  for (size_t k = i + 1; k < args.size(); ++k) {
+    if (args[k] == "--") {
+      rest.insert(rest.end(), args.begin() + static_cast<long>(k), args.end());
+      break;
+    }
+    if (take_global_option(args, k, global, rc)) {
+      if (rc != 0) return rc;
+    } else {
+      rest.push_back(args[k]);
+    }
+  }
   try {
     colm::init_runtime(global.log_level);
   } catch (const std::exception& e) {
     std::cerr << "colm: " << e.what() << "\n";
     return 2;
   }
-  std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
   try {
     return it->second.run(rest, global);
   } catch (const colm::ConfigError& e) {

@@ -29,8 +29,11 @@ std::string strip_annotations(const std::string& s) {
 class Gsm8kTask final : public Task {
  public:
   Gsm8kTask(const ConfigView& c, const PluginContext& ctx) {
-    const auto train_path = c.get_string("train_path", "", "GSM8K train.jsonl (train and valid splits); optional");
-    const auto test_path = c.require_string("test_path", "GSM8K test.jsonl (test split)");
+    // The defaults are the copies the repository ships (datasets/gsm8k), relative to the working
+    // directory like every path of an experiment: run from the repository root, they just work.
+    const auto train_path = c.get_string("train_path", "datasets/gsm8k/train.jsonl",
+                                         "GSM8K train.jsonl (train and valid splits); \"\" for none");
+    const auto test_path = c.get_string("test_path", "datasets/gsm8k/test.jsonl", "GSM8K test.jsonl (test split)");
     const int64_t valid_size = c.get_int("valid_size", 200, "problems moved from train to the valid split");
     const uint64_t seed = uint64_t(c.get_int("seed", int64_t(ctx.seed), "seed of the train/valid split"));
     const int64_t shots = c.get_int("shots", 0, "worked train examples prepended to every prompt");

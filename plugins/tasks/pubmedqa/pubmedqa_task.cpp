@@ -27,9 +27,14 @@ std::string first_word(const std::string& output) {
 class PubmedqaTask final : public Task {
  public:
   PubmedqaTask(const ConfigView& c, const PluginContext& ctx) {
-    const auto path = c.require_string("path", "PubMedQA ori_pqal.json");
+    // The defaults are the copies the repository ships (datasets/pubmedqa), relative to the working
+    // directory like every path of an experiment; with them the test split is the official one.
+    const bool shipped = !c.has("path");
+    const auto path = c.get_string("path", "datasets/pubmedqa/ori_pqal.json", "PubMedQA ori_pqal.json");
     const auto test_ids_path = c.get_string(
-        "test_ids", "", "test_ground_truth.json: its PMIDs form the test split (else a seeded split)");
+        "test_ids", shipped ? "datasets/pubmedqa/test_ground_truth.json" : "",
+        "test_ground_truth.json: its PMIDs form the test split (else a seeded split; default: the shipped "
+        "one when path is not set)");
     const int64_t test_size = c.get_int("test_size", 500, "test items of the seeded split (without test_ids)");
     const int64_t valid_size = c.get_int("valid_size", 50, "items moved from the remaining pool to valid");
     const uint64_t seed = uint64_t(c.get_int("seed", int64_t(ctx.seed), "seed of the splits"));
