@@ -282,12 +282,36 @@ TEST_CASE("zipped axes iterate together and seeds multiply policy runs only", "[
   SECTION("target rates: one calibrated run per rate") {
     const auto l = load(kValid + "\n[calibrate]\ntarget_rates = [0.1, 0.4]\npolicies = [\"conf\"]\n");
     REQUIRE(l.runs.size() == 8);
-    CHECK(l.spec.calibrate->eta.size() == 9);  // the default grid is measured
+    CHECK(l.spec.calibrate->eta.empty());       // candidates by rate: the default rates are measured
+    CHECK(l.spec.calibrate->rates.size() == 10);
     REQUIRE(l.runs[4].target_rate.has_value());
     CHECK(*l.runs[4].target_rate == Approx(0.1));
     CHECK(*l.runs[5].target_rate == Approx(0.4));
     CHECK(l.runs[4].key != l.runs[5].key);
     CHECK(describe_run(l.runs[5]).find("eta=calibrated@rate=0.4") != std::string::npos);
+  }
+  SECTION("curve runs: every calibrated policy at each calibration rate, and combinations") {
+    const auto l = load(replace(kValid, "[sweep]",
+                                "[combine.cd]\nstrategy = \"contrastive\"\nexpert = \"helper\"\namateur = \"base\"\n\n"
+                                "[combine.pt]\nstrategy = \"proxy\"\nlarge = \"helper\"\ntuned = \"base\"\n"
+                                "untuned = \"base\"\n\n[sweep]\ncurve = true") +
+                        "\n[calibrate]\nrates = [0, 0.1, 0.3]\npolicies = [\"conf\"]\n");
+    std::vector<double> curve_rates;
+    std::vector<std::string> combined;
+    for (const auto& r : l.runs) {
+      if (r.curve) {
+        curve_rates.push_back(*r.target_rate);
+        CHECK(r.policy == "conf");
+      }
+      if (r.kind == "combine") combined.push_back(r.strategy);
+      if (r.kind == "policy") CHECK(r.params.at("base") == "base");
+    }
+    CHECK(curve_rates == std::vector<double>{0, 0.1, 0.3});
+    CHECK(combined == std::vector<std::string>{"contrastive", "proxy"});
+    CHECK_THROWS_WITH(load(replace(kValid, "[sweep]", "[sweep]\ncurve = true")), Catch::Contains("sweep.curve"));
+    CHECK_THROWS_WITH(load(replace(kValid, "[sweep]", "[combine.cd]\nstrategy = \"contrastive\"\nexpert = \"x\"\n"
+                                                      "amateur = \"base\"\n\n[sweep]")),
+                      Catch::Contains("combine.cd.expert") && Catch::Contains("unknown expert 'x'"));
   }
   SECTION("an output layer padded beyond the tokenizer is compatible") {
     const auto l = load(replace(kValid, "init_seed = 2", "init_seed = 2\nvocab_size = 300"));

@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 namespace colm {
 namespace {
 
-const std::vector<std::string> kSections = {"experiment", "experts", "task", "train", "policies",
+const std::vector<std::string> kSections = {"experiment", "experts", "task", "train", "policies", "combine",
                                             "calibrate", "sweep", "analysis", "report"};
 const std::vector<std::string> kStrategies = {"defer", "mixture"};
 const std::vector<std::string> kZipAxes = {"policies", "eta", "strategies", "seeds"};
@@ -104,7 +104,7 @@ PolicySpec parse_trained_policy(const std::string& name, const ConfigView& c, in
   require_one_of(c, "objective", p.objective, {"marginal_likelihood", "weak_supervision"});
   p.init = c.get_string("init", "none", "head initialisation before the objective: none or weak_supervision");
   require_one_of(c, "init", p.init, {"none", "weak_supervision"});
-  p.finetune_base = c.get_bool("finetune_base", false, "train the base model jointly with the head");
+  p.finetune_base = c.get_bool("finetune_base", true, "train the base model jointly with the head (the paper: true)");
   p.steps = c.get_int("steps", 200, "optimiser steps of the objective");
   p.init_steps = c.get_int("init_steps", p.steps, "steps of the weak-supervision initialisation");
   p.lr = c.get_double("lr", 1e-3, "learning rate (the head, and the base when finetune_base = true)");
@@ -112,6 +112,46 @@ PolicySpec parse_trained_policy(const std::string& name, const ConfigView& c, in
   p.seed = c.get_int("seed", seed, "training seed; default: experiment.seed");
   p.split = c.get_string("split", "train", "task split the policy is trained on");
   p.max_examples = c.get_int("max_examples", 0, "use at most this many training examples (0: all)");
+  const bool weak = p.objective == "weak_supervision" || p.init == "weak_supervision";
+  // The paper's settings: pos_weight 8 for the initialisation of Co-LLM's head, 5 for the baseline.
+  p.pos_weight = c.get_double("pos_weight", p.objective == "weak_supervision" ? 5.0 : 8.0,
+                              "weak supervision: BCE weight of the 'defer' pseudo-labels (0: #negatives / #positives)");
+  p.weak_rule = c.get_string("weak_rule", "assistant_right_base_wrong",
+                             "weak supervision pseudo-labels: assistant_right_base_wrong or base_wrong");
+  require_one_of(c, "weak_rule", p.weak_rule, {"assistant_right_base_wrong", "base_wrong"});
+  p.lm_weight = c.get_double("lm_weight", p.objective == "weak_supervision" && p.finetune_base ? 2.0 / 3.0 : 0.0,
+                             "objective weak_supervision: share of next-token LM loss next to the BCE (the paper: "
+                             "2/3, with finetune_base)");
+  p.base = c.get_string("base", "", "base that decodes this policy (default: its own fine-tuned base, or the "
+                                    "experiment's base)");
+  if (!(p.pos_weight >= 0)) c.fail("pos_weight", "must be >= 0 (0: #negatives / #positives)");
+  if (!(p.lm_weight >= 0 && p.lm_weight < 1)) c.fail("lm_weight", "must be in [0, 1)");
+  if (!weak && (c.has("pos_weight") || c.has("weak_rule")))
+    c.fail(c.has("pos_weight") ? "pos_weight" : "weak_rule",
+           "only used by weak supervision (objective or init = weak_supervision)");
+  if (c.has("lm_weight") && p.objective != "weak_supervision")
+    c.fail("lm_weight", "only used by objective = weak_supervision");
+  if (p.lm_weight > 0 && !p.finetune_base)
+    c.fail("lm_weight", "an LM loss needs a trainable base: set finetune_base = true or lm_weight = 0");
+  if (!p.base.empty())
+    c.fail("base", "a trained policy decodes with the base it was trained with; set `base` on [policies.NAME] "
+                   "entries (rules) instead");
+  {
+    nlohmann::json r;
+    r["objective"] = p.objective;
+    r["init"] = p.init;
+    r["finetune_base"] = p.finetune_base;
+    r["steps"] = p.steps;
+    r["init_steps"] = p.init == "weak_supervision" ? p.init_steps : 0;
+    r["lr"] = p.lr;
+    r["batch_size"] = p.batch_size;
+    r["seed"] = p.seed;
+    r["split"] = p.split;
+    r["max_examples"] = p.max_examples;
+    if (weak) r["pos_weight"] = p.pos_weight, r["weak_rule"] = p.weak_rule;
+    if (p.objective == "weak_supervision") r["lm_weight"] = p.lm_weight;
+    p.resolved = r.dump();
+  }
   check_positive(c, "steps", double(p.steps));
   if (p.init == "weak_supervision") check_positive(c, "init_steps", double(p.init_steps));
   check_positive(c, "lr", p.lr);
@@ -133,6 +173,17 @@ const PolicySpec& ExperimentSpec::policy(const std::string& n) const {
   for (const auto& p : policies)
     if (p.name == n) return p;
   throw Error("experiment: no policy named '" + n + "'");
+}
+const CombineSpec& ExperimentSpec::combination(const std::string& n) const {
+  for (const auto& c : combinations)
+    if (c.name == n) return c;
+  throw Error("experiment: no combination named '" + n + "'");
+}
+std::string ExperimentSpec::decoding_base(const std::string& name) const {
+  const auto& p = policy(name);
+  if (!p.base.empty()) return p.base;
+  if (p.trained && p.finetune_base) return p.name;
+  return base().name;
 }
 const ExpertSpec& ExperimentSpec::base() const {
   for (const auto& e : experts)
@@ -232,6 +283,8 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
       p.plugin = c.require_string("plugin", "policy plugin, e.g. rules");
       p.match_rate = c.get_string("match_rate", "",
                                   "set the plugin's deferral probability `p` to this policy's calibrated deferral rate");
+      p.base = c.get_string("base", "", "base that decodes this policy: an expert (role base or reference) or a "
+                                        "trained policy with finetune_base (its fine-tuned base); default: the base");
       s.policies.push_back(std::move(p));
       policy_names.insert(name);
     }
@@ -239,11 +292,74 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
   for (const auto& p : s.policies)
     if (s.assistants().empty())
       p.config.fail("", "policy '" + p.name + "' needs at least one expert with role = \"assistant\"");
+  for (const auto& p : s.policies) {
+    if (p.base.empty()) continue;
+    bool is_expert = false;
+    for (const auto& e : s.experts)
+      if (e.name == p.base) {
+        is_expert = true;
+        if (e.role == "assistant")
+          p.config.fail("base", "'" + p.base + "' is an assistant; a decoding base has role base or reference");
+      }
+    if (is_expert) continue;
+    if (!policy_names.count(p.base))
+      p.config.fail("base", "unknown base '" + p.base + "': name an expert (role base or reference) or a trained "
+                            "policy with finetune_base = true");
+    const auto& q = s.policy(p.base);
+    if (!q.trained || !q.finetune_base)
+      p.config.fail("base", "policy '" + p.base + "' has no fine-tuned base of its own ([train." + p.base +
+                            "] with finetune_base = true)");
+  }
+
+  // [combine.NAME]
+  if (root.has("combine")) {
+    const auto t = root.sub("combine");
+    for (const auto& name : t.keys()) {
+      if (!t.is_table(name)) t.fail(name, "must be a table [combine." + name + "]");
+      if (policy_names.count(name)) t.fail(name, "'" + name + "' is already the name of a policy");
+      const auto c = t.sub(name);
+      CombineSpec cs;
+      cs.name = name;
+      cs.config = c;
+      cs.strategy = c.require_string("strategy", "contrastive (contrastive decoding) or proxy (proxy tuning)");
+      require_one_of(c, "strategy", cs.strategy, {"contrastive", "proxy"});
+      const std::vector<std::string> roles = cs.strategy == "contrastive"
+                                                 ? std::vector<std::string>{"expert", "amateur"}
+                                                 : std::vector<std::string>{"large", "tuned", "untuned"};
+      for (const auto& role : roles) {
+        const auto m = c.require_string(role, cs.strategy == "contrastive"
+                                                  ? "expert name (expert: the strong model; amateur: the weak one)"
+                                                  : "expert name (large + (tuned - untuned))");
+        bool found = false;
+        for (const auto& e : s.experts) found = found || e.name == m;
+        if (!found) c.fail(role, "unknown expert '" + m + "'");
+        cs.models[role] = m;
+      }
+      if (cs.strategy == "contrastive") {
+        cs.alpha = c.get_double("alpha", 0.1, "plausible set: tokens with p_expert >= alpha * max p_expert");
+        cs.beta = c.get_double("beta", 0.5, "score = log p_expert - beta * log p_amateur");
+        if (!(cs.alpha >= 0 && cs.alpha <= 1)) c.fail("alpha", "must be in [0, 1]");
+        if (!(cs.beta >= 0 && std::isfinite(cs.beta))) c.fail("beta", "must be a finite number >= 0");
+      }
+      c.check_all_read();
+      s.combinations.push_back(std::move(cs));
+    }
+  }
 
   // [sweep]
   const auto sw = root.sub("sweep");
   s.sweep.policies = sw.get_string_or_list("policies", {}, "policies to run (names of [train.*] / [policies.*])");
   s.sweep.baselines = sw.get_string_or_list("baselines", {}, "experts run alone (single-model baselines)");
+  {
+    std::vector<std::string> all;
+    for (const auto& c : s.combinations) all.push_back(c.name);
+    s.sweep.combinations = sw.get_string_or_list("combinations", all,
+                                                 "[combine.NAME] runs: contrastive decoding, proxy tuning (default: all)");
+    for (const auto& c : s.sweep.combinations)
+      if (!contains(all, c)) sw.fail("combinations", "unknown combination '" + c + "' (define [combine." + c + "])");
+  }
+  s.sweep.curve = sw.get_bool("curve", false, "calibrated policies also run at every calibration rate (accuracy "
+                                              "against deferral rate on the sweep's split)");
   s.sweep.eta = sw.get_double_or_list("eta", {}, "deferral thresholds: defer when 1 - P(base) > eta");
   s.sweep.strategies = sw.get_string_or_list("strategies", {"defer"}, "decoding strategies: defer, mixture");
   s.sweep.seeds = sw.get_ints("seeds", {s.seed}, "run seeds (matter for random policies and sampling)");
@@ -281,8 +397,8 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
       sw.fail("baselines", "unknown expert '" + b + "' (experts: " + join(names) + ")");
     }
   }
-  if (s.sweep.policies.empty() && s.sweep.baselines.empty())
-    sw.fail("", "the sweep has no runs: give policies and/or baselines");
+  if (s.sweep.policies.empty() && s.sweep.baselines.empty() && s.sweep.combinations.empty())
+    sw.fail("", "the sweep has no runs: give policies, baselines and/or combinations");
   if (!s.sweep.policies.empty() && s.sweep.eta.empty() && !s.sweep.calibrated)
     sw.fail("eta", "empty grid: give eta values or add [calibrate] (calibrated = true)");
   if (s.sweep.calibrated && !has_calibrate) sw.fail("calibrated", "calibrated = true needs a [calibrate] section");
@@ -313,7 +429,23 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
   if (has_calibrate) {
     const auto c = root.sub("calibrate");
     CalibrateSpec cal;
-    cal.eta = c.get_doubles("eta", {}, "threshold grid measured on the split (default 0.1, 0.2, ..., 0.9)");
+    cal.eta = c.get_doubles("eta", {}, "explicit threshold grid (default: candidates by deferral rate, see rates)");
+    cal.rates = c.get_doubles("rates", {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9},
+                              "target deferral rates: each candidate threshold is the quantile of the policy's own "
+                              "P(defer) on the calibration split that defers at that rate");
+    cal.refine = c.get_int("refine", 2, "rate mode: extra decodes per rate to move the measured rate onto the target");
+    cal.tolerance = c.get_double("tolerance", 0.005, "rate mode: measured rate close enough to its target");
+    if (c.has("eta") && c.has("rates")) c.fail("rates", "give either an eta grid or target rates, not both");
+    if (cal.refine < 0) c.fail("refine", "must be >= 0");
+    if (!(cal.tolerance >= 0)) c.fail("tolerance", "must be >= 0");
+    check_not_empty_if_given(c, "rates", cal.rates.size());
+    check_unit_interval(c, "rates", cal.rates);
+    {
+      auto sorted = cal.rates;
+      std::sort(sorted.begin(), sorted.end());
+      if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+        c.fail("rates", "a target rate is listed twice");
+    }
     cal.target_rates = c.get_doubles("target_rates", {},
                                      "deferral rates to match: per rate, the grid point whose measured rate is closest");
     cal.metric = c.get_string("metric", "", "metric maximised (default: the task's primary metric)");
@@ -322,8 +454,7 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
     cal.max_examples = c.get_int("max_examples", 0, "calibrate on at most this many examples (0: all)");
     check_not_empty_if_given(c, "eta", cal.eta.size());
     check_not_empty_if_given(c, "target_rates", cal.target_rates.size());
-    // The grid is measured in both modes; target rates only change how a point is chosen.
-    if (cal.eta.empty()) cal.eta = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+    if (!cal.eta.empty()) cal.rates.clear();
     {
       auto sorted = cal.eta;
       std::sort(sorted.begin(), sorted.end());
@@ -341,6 +472,19 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
     if (cal.max_examples < 0) c.fail("max_examples", "must be >= 0");
     c.check_all_read();
     s.calibrate = cal;
+  }
+  if (s.sweep.curve && (!s.calibrate || s.calibrate->rates.empty()))
+    sw.fail("curve", "curve runs use the calibration's rates: add [calibrate] without an eta grid");
+
+  // A policy is trained on other data than it is calibrated and measured on.
+  for (const auto& p : s.policies) {
+    if (!p.trained) continue;
+    if (p.split == s.sweep.split)
+      p.config.fail("split", "training split '" + p.split + "' is the sweep's split: a policy is measured on data "
+                             "it was not trained on");
+    if (s.calibrate && p.split == s.calibrate->split)
+      p.config.fail("split", "training split '" + p.split + "' is the calibration split: thresholds are chosen on "
+                             "data the policy was not trained on");
   }
 
   // match_rate: the matched policy must be calibrated (its rate comes from the calibration split).
@@ -478,7 +622,7 @@ std::string expert_artifact_key(const ExpertSpec& spec, const std::string& initi
 std::string policy_artifact_key(const PolicySpec& spec, const std::string& plugin_version, const std::string& base_key,
                                 const std::vector<std::string>& assistant_keys, const std::string& task_key) {
   Hasher h;
-  h.add("policy-v1").add(spec.plugin).add(plugin_version).add(spec.config.canonical());
+  h.add("policy-v2").add(spec.plugin).add(plugin_version).add(spec.config.canonical()).add(spec.resolved);
   h.add(base_key);
   for (const auto& a : assistant_keys) h.add(a);
   if (spec.trained) h.add(task_key);  // untrained policies do not depend on the data
@@ -490,9 +634,11 @@ std::string calibration_key(const ExperimentSpec& spec, const std::string& polic
   const auto& cal = *spec.calibrate;
   nlohmann::json j;
   j["policy_key"] = loaded.policy_keys.at(policy);
+  j["base_key"] = decoding_base_key(spec, loaded, policy);
   j["task_key"] = loaded.task_key;
   j["strategy"] = strategy;
   j["eta"] = cal.eta;
+  if (!cal.rates.empty()) j["rates"] = cal.rates, j["refine"] = cal.refine, j["tolerance"] = cal.tolerance;
   j["target_rates"] = cal.target_rates;
   j["metric"] = cal.metric;
   j["split"] = cal.split;
@@ -500,7 +646,13 @@ std::string calibration_key(const ExperimentSpec& spec, const std::string& polic
   j["seed"] = spec.sweep.seeds.front();
   j["sample"] = spec.sweep.sample;
   if (spec.sweep.sample) j["temperature"] = spec.sweep.temperature, j["top_p"] = spec.sweep.top_p;
-  return sha1_hex("calibration-v1" + j.dump());
+  return sha1_hex("calibration-v2" + j.dump());
+}
+
+std::string decoding_base_key(const ExperimentSpec& spec, const LoadedExperiment& loaded, const std::string& policy) {
+  const auto base = spec.decoding_base(policy);
+  if (loaded.expert_keys.count(base)) return "expert:" + loaded.expert_keys.at(base);
+  return "tuned:" + loaded.policy_keys.at(base);  // the trained policy's artifact holds its fine-tuned base
 }
 
 namespace {
@@ -719,19 +871,26 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     j["policy"] = policy;
     j["policy_key"] = L.policy_keys.at(policy);
     j["base_key"] = L.expert_keys.at(spec.base().name);
+    j["base"] = spec.decoding_base(policy);
+    j["decoding_base_key"] = decoding_base_key(spec, L, policy);
     j["assistant_keys"] = assistant_keys;
+    const auto& ps = spec.policy(policy);
+    j["plugin"] = ps.plugin;
+    if (ps.trained) j["objective"] = ps.objective;
+    else if (ps.config.has("rule")) j["rule"] = ps.config.get_string("rule", "", "the rules plugin's rule (recorded with each run)");
     if (eta) j["eta"] = *eta;
     else j["calibration_key"] = calibration_key(spec, policy, calibration_strategy, L);
     return j;
   };
   auto policy_run = [&](const std::string& policy, std::optional<double> eta, const std::string& strategy,
-                        int64_t seed, std::optional<double> target_rate = std::nullopt) {
+                        int64_t seed, std::optional<double> target_rate = std::nullopt, bool curve = false) {
     RunSpec r;
     r.kind = "policy";
     r.policy = policy;
     r.eta = eta;
     r.calibrated = !eta.has_value();
     r.target_rate = target_rate;
+    r.curve = curve;
     r.strategy = strategy;
     r.split = sw.split;
     r.seed = seed;
@@ -742,6 +901,8 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
       j["match_calibration_key"] = calibration_key(spec, match, strategy, L);
     }
     if (target_rate) j["target_rate"] = *target_rate;
+    if (curve) j["curve"] = true;
+    j["calibrated"] = r.calibrated;
     j["strategy"] = strategy;
     j["seed"] = seed;
     r.params = std::move(j);
@@ -780,6 +941,13 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
         for (const auto& st : sw.strategies)
           for (int64_t seed : sw.seeds) policy_run(p, std::nullopt, st, seed, rate);
   }
+  if (sw.curve && spec.calibrate) {
+    // The accuracy-against-deferral-rate curve: every calibrated policy at each calibration rate's
+    // threshold (chosen on the calibration split, measured on the sweep's).
+    for (const auto& p : spec.calibrate->policies)
+      for (double rate : spec.calibrate->rates)
+        for (int64_t seed : sw.seeds) policy_run(p, std::nullopt, "defer", seed, rate, true);
+  }
 
   if (spec.analysis) {
     // Teacher-forced analysis: one run per policy, at its calibrated eta when it has one.
@@ -803,6 +971,31 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     }
   }
 
+  for (const auto& name : sw.combinations) {
+    const auto& c = spec.combination(name);
+    RunSpec r;
+    r.kind = "combine";
+    r.policy = name;
+    r.strategy = c.strategy;
+    r.split = sw.split;
+    for (int64_t seed : (sw.sample ? sw.seeds : std::vector<int64_t>{sw.seeds.front()})) {
+      r.seed = seed;
+      auto j = common_params(spec, L);
+      j["kind"] = "combine";
+      j["policy"] = name;
+      j["strategy"] = c.strategy;
+      nlohmann::json models, keys;
+      for (const auto& [role, expert] : c.models) models[role] = expert, keys[role] = L.expert_keys.at(expert);
+      j["models"] = models;
+      j["model_keys"] = keys;
+      if (c.strategy == "contrastive") j["alpha"] = c.alpha, j["beta"] = c.beta;
+      j["base"] = c.strategy == "contrastive" ? c.models.at("expert") : c.models.at("large");
+      j["seed"] = seed;
+      r.params = j;
+      add(r);
+    }
+  }
+
   for (const auto& b : sw.baselines) {
     RunSpec r;
     r.kind = "single";
@@ -816,6 +1009,7 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
       j["kind"] = "single";
       j["policy"] = b;
       j["expert_key"] = L.expert_keys.at(b);
+      j["base"] = b;
       j["seed"] = seed;
       r.params = j;
       add(r);
@@ -826,9 +1020,12 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
 
 std::string describe_run(const RunSpec& r) {
   std::ostringstream os;
-  os << (r.kind == "single" ? "single=" : r.kind == "teacher_forced" ? "teacher_forced=" : "policy=") << r.policy
-     << " eta=";
-  if (r.kind == "single") os << "-";
+  os << (r.kind == "single"           ? "single="
+         : r.kind == "teacher_forced" ? "teacher_forced="
+         : r.kind == "combine"        ? "combine="
+                                      : "policy=")
+     << r.policy << " eta=";
+  if (r.kind == "single" || r.kind == "combine") os << "-";
   else if (r.eta) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.4g", *r.eta);
@@ -838,7 +1035,7 @@ std::string describe_run(const RunSpec& r) {
     if (r.target_rate) {
       char buf[32];
       std::snprintf(buf, sizeof buf, "%.4g", *r.target_rate);
-      os << "@rate=" << buf;
+      os << (r.curve ? "@curve-rate=" : "@rate=") << buf;
     }
   }
   os << " strategy=" << r.strategy << " split=" << r.split << " seed=" << r.seed << " key=" << r.key.substr(0, 12);

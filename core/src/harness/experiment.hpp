@@ -57,7 +57,11 @@ struct PolicySpec {
   // Training (section "train" only).
   std::string objective;   // "marginal_likelihood" or "weak_supervision"
   std::string init;        // "none" or "weak_supervision"
-  bool finetune_base = false;
+  bool finetune_base = true;  // the paper fine-tunes the base jointly (both objectives)
+  // Weak supervision (the objective, or the head initialisation of marginal_likelihood).
+  double pos_weight = 0;   // BCE weight of the "defer" labels; 0 = #negatives / #positives
+  std::string weak_rule;   // pseudo-label rule (objectives.hpp WeakRule)
+  double lm_weight = 0;    // objective weak_supervision with finetune_base: share of LM loss next to the BCE
   int64_t steps = 0;
   int64_t init_steps = 0;
   double lr = 0;
@@ -68,12 +72,35 @@ struct PolicySpec {
   // [policies.NAME] match_rate: the plugin's `p` is set, per run, to this other policy's deferral rate
   // at its calibrated eta on the calibration split (e.g. random deferral at Co-LLM's rate).
   std::string match_rate;
+  // Which base decodes this policy: "" = its own (a trained policy's jointly fine-tuned base, else the
+  // experiment's base expert); an expert name (the base or a reference expert such as base_lm); or the
+  // name of a trained policy with finetune_base, whose fine-tuned base then decodes (like for like).
+  std::string base;
+  ConfigView config;
+  // Every resolved core-owned training key (defaults included): part of the artifact's content key.
+  std::string resolved;
+};
+
+// [combine.NAME]: a decode-time combination of experts' logits, no deferral policy.
+struct CombineSpec {
+  std::string name;
+  std::string strategy;    // "contrastive" or "proxy"
+  // contrastive: expert, amateur; proxy: large, tuned, untuned (expert names).
+  std::map<std::string, std::string> models;
+  double alpha = 0.1;      // contrastive: plausibility cut-off relative to the expert's top probability
+  double beta = 0.5;       // contrastive: weight of the amateur's log-probability
   ConfigView config;
 };
 
 // [calibrate]
 struct CalibrateSpec {
-  std::vector<double> eta;           // grid of thresholds measured on the split (never empty)
+  // Candidates: by deferral rate (default) or an explicit eta grid. By rate, each target rate r gets
+  // the threshold at the (1 - r) quantile of the policy's own P(defer) over the calibration split's
+  // decoding, refined until the measured rate is within `tolerance` (at most `refine` more decodes).
+  std::vector<double> rates;         // target deferral rates (rate mode); empty when eta is given
+  int64_t refine = 2;
+  double tolerance = 0.005;
+  std::vector<double> eta;           // explicit grid of thresholds (eta mode); empty in rate mode
   std::vector<double> target_rates;  // optional: deferral rates to match instead of the best metric
   std::string metric;                // "" = the task's primary metric
   std::string split;
@@ -89,6 +116,8 @@ struct SweepSpec {
   std::vector<int64_t> seeds;
   std::vector<std::string> zip;         // axes iterated together instead of crossed
   std::vector<std::string> baselines;   // expert names run alone
+  std::vector<std::string> combinations;  // [combine.NAME] runs (contrastive decoding, proxy tuning)
+  bool curve = false;                   // calibrated policies also run at every calibration rate
   bool calibrated = false;              // add one run per policy at its calibrated eta
   bool calibrated_only = false;         // calibrated policies skip the eta grid (only their calibrated run)
   std::string split;
@@ -125,6 +154,7 @@ struct ExperimentSpec {
   std::vector<ExpertSpec> experts;  // document order
   TaskSpec task;
   std::vector<PolicySpec> policies; // [train.*] then [policies.*]
+  std::vector<CombineSpec> combinations;  // [combine.*]
   std::optional<CalibrateSpec> calibrate;
   SweepSpec sweep;
   std::optional<AnalysisSpec> analysis;
@@ -134,6 +164,9 @@ struct ExperimentSpec {
   const ExpertSpec& expert(const std::string& name) const;
   const PolicySpec& policy(const std::string& name) const;
   const ExpertSpec& base() const;
+  const CombineSpec& combination(const std::string& name) const;
+  // What decodes policy `name` as base: an expert name, or a trained policy whose tuned base it is.
+  std::string decoding_base(const std::string& policy) const;
   std::vector<const ExpertSpec*> assistants() const;
 };
 
@@ -182,14 +215,18 @@ std::string policy_artifact_key(const PolicySpec& spec, const std::string& plugi
                                 const std::vector<std::string>& assistant_keys, const std::string& task_key);
 std::string calibration_key(const ExperimentSpec& spec, const std::string& policy, const std::string& strategy,
                             const LoadedExperiment& loaded);
+// Content key of what decodes a policy as base: an expert's key, or the trained policy's artifact key
+// whose fine-tuned base it is.
+std::string decoding_base_key(const ExperimentSpec& spec, const LoadedExperiment& loaded, const std::string& policy);
 
 // One run of the sweep.
 struct RunSpec {
-  std::string kind;        // "policy", "single" or "teacher_forced" (the [analysis] of a policy)
+  std::string kind;        // "policy", "single", "teacher_forced" (the [analysis] of a policy) or "combine"
   std::string policy;      // policy name, or the expert name of a single-model run
   std::optional<double> eta;  // absent: the calibrated eta (or not applicable for single runs)
   bool calibrated = false;
-  std::optional<double> target_rate;  // calibrated runs with [calibrate] target_rates: the rate matched
+  std::optional<double> target_rate;  // calibrated runs with [calibrate] target_rates, and curve runs: the rate
+  bool curve = false;      // a run at one of the calibration's rates (the accuracy-vs-deferral curve)
   std::string strategy;    // "defer", "mixture"; "single" for single-model runs
   std::string split;
   int64_t seed = 0;

@@ -214,6 +214,9 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       ds.finetune_base = p.finetune_base ? "full" : "none";
       ds.init = p.init == "weak_supervision" ? "weak" : "none";
       ds.init_steps = p.init_steps;
+      ds.pos_weight = p.pos_weight;
+      ds.weak_rule = parse_weak_rule(p.weak_rule);
+      ds.lm_weight = p.objective == "weak_supervision" ? p.lm_weight : 0.0;
       fs::create_directories(dir);
       spdlog::info("[runner] train: policy '{}' ({}{}) for {} steps on {} examples ({})", p.name, p.objective,
                    p.init == "none" ? "" : " after " + p.init, p.steps, data.size(), dir.string());
@@ -235,7 +238,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       std::vector<std::string> assistant_fps;
       for (const auto* a : assistants) assistant_fps.push_back(a->fingerprint());
       std::string base_fp;
-      if (p.finetune_base && p.objective == "marginal_likelihood") {
+      if (p.finetune_base) {
         const auto& b = spec.base();
         base_fp = registry.create_expert(b.plugin, checkpoint_view((dir / "base").string(), b.name),
                                          expert_context(spec, b.name))->fingerprint();
@@ -244,7 +247,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       }
       check_head_matches(meta, base_fp, assistant_fps, head);
     }
-    if (p.finetune_base && p.objective == "marginal_likelihood") base_dirs[p.name] = (dir / "base").string();
+    if (p.finetune_base) base_dirs[p.name] = (dir / "base").string();
   }
   return base_dirs;
 }
@@ -259,6 +262,16 @@ double choose_eta(const std::vector<CalibrationPoint>& curve) {
     if (better) best = &p;
   }
   return best->eta;
+}
+
+double threshold_for_rate(std::vector<double> p, double rate) {
+  if (rate <= 0 || p.empty()) return 1.0;
+  std::sort(p.begin(), p.end(), std::greater<double>());
+  const auto n = p.size();
+  const auto k = size_t(std::llround(rate * double(n)));
+  if (k == 0) return std::min(1.0, p[0]);             // p[0] itself does not exceed it: nothing defers
+  if (k >= n) return std::max(0.0, p[n - 1]) * 0.5;  // everything above half the smallest defers
+  return 0.5 * (p[k - 1] + p[k]);
 }
 
 double eta_for_rate(const std::vector<CalibrationPoint>& curve, double target_rate) {
@@ -384,13 +397,18 @@ const std::vector<Example>& RunContext::examples(const std::string& split, int64
   return examples_[key] = std::move(all);
 }
 
-Expert& RunContext::base_for(const std::string& policy) {
-  const auto dir = base_dirs_.find(policy);
-  if (dir == base_dirs_.end() || dir->second.empty()) return *loaded_.experts.at(spec_.base().name);
-  auto& tuned = tuned_bases_[policy];
+Expert& RunContext::base_for(const std::string& policy) { return base_named(spec_.decoding_base(policy)); }
+
+Expert& RunContext::base_named(const std::string& name) {
+  if (const auto e = loaded_.experts.find(name); e != loaded_.experts.end()) return *e->second;
+  // A trained policy's jointly fine-tuned base: loaded once, whoever decodes with it.
+  const auto dir = base_dirs_.find(name);
+  COLM_CHECK(dir != base_dirs_.end() && !dir->second.empty(),
+             "[runner] no base named '" << name << "' (neither an expert nor a policy with a fine-tuned base)");
+  auto& tuned = tuned_bases_[name];
   if (!tuned) {
     const auto& b = spec_.base();
-    spdlog::info("[runner] policy '{}' decodes with its jointly fine-tuned base ({})", policy, dir->second);
+    spdlog::info("[runner] loading policy '{}''s jointly fine-tuned base ({})", name, dir->second);
     tuned = registry_.create_expert(b.plugin, checkpoint_view(dir->second, b.name), expert_context(spec_, b.name));
   }
   return *tuned;
@@ -403,7 +421,7 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
   const auto gen = loaded_.task->generation();
   DecodeOptions o;
   o.threshold = eta;
-  o.strategy = kind == "single" ? "defer" : strategy;
+  o.strategy = kind == "single" || kind == "combine" ? "defer" : strategy;
   o.sample = spec_.sweep.sample;
   o.temperature = spec_.sweep.temperature;
   o.top_p = spec_.sweep.top_p;
@@ -421,6 +439,13 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
   std::vector<DecodeResult> results;
   if (kind == "single") {
     results = decode_single(*loaded_.experts.at(name), prompts, seeds, o);
+  } else if (kind == "combine") {
+    const auto& c = spec_.combination(name);
+    std::vector<Expert*> models;
+    for (const char* role : c.strategy == "contrastive" ? std::vector<const char*>{"expert", "amateur"}
+                                                        : std::vector<const char*>{"large", "tuned", "untuned"})
+      models.push_back(loaded_.experts.at(c.models.at(role)).get());
+    results = combined_decode(models, CombineOptions{c.strategy, c.alpha, c.beta}, prompts, seeds, o);
   } else {
     std::vector<Expert*> assistants;
     for (const auto* a : spec_.assistants()) assistants.push_back(loaded_.experts.at(a->name).get());
@@ -520,78 +545,150 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
 
 // ---- calibrate ------------------------------------------------------------------------------------
 
+CalibrationPoint RunContext::calibration_point(ResultsStore& store, const std::string& policy,
+                                               const std::string& strategy, const std::string& point_key, double eta,
+                                               const std::vector<double>& rates, std::vector<double>* thresholds,
+                                               RunSummary* summary) {
+  const auto& cal = *spec_.calibrate;
+  const auto metric = cal.metric.empty() ? loaded_.task->primary_metric() : cal.metric;
+  CalibrationPoint point;
+  point.eta = eta;
+  if (const auto a = store.get_artifact(point_key)) {
+    const auto meta = nlohmann::json::parse(a->meta_json);
+    point.metric = meta.at("metric").get<double>();
+    point.deferral_rate = meta.at("deferral_rate").get<double>();
+    if (thresholds) *thresholds = meta.value("thresholds", std::vector<double>{});
+    if (summary) ++summary->calibration_reused;
+    return point;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& exs = examples(cal.split, cal.max_examples);
+  std::vector<size_t> all(exs.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  const auto records = decode("policy", policy, eta, strategy, spec_.sweep.seeds.front(), cal.split, exs, all);
+  double sum = 0, tokens = 0, deferred = 0;
+  int64_t n = 0;
+  std::vector<double> p_defer;  // the policy's own P(defer) = 1 - P(Z = 0) at every decoded token
+  for (const auto& r : records) {
+    tokens += double(r.n_tokens), deferred += double(r.n_deferred);
+    const auto m = r.metrics.find(metric);
+    if (m != r.metrics.end()) sum += m->second, ++n;
+    for (const auto& t : r.tokens)
+      if (!t.probs.empty()) p_defer.push_back(1.0 - double(t.probs[0]));
+  }
+  point.metric = n ? sum / double(n) : 0.0;
+  point.deferral_rate = tokens > 0 ? deferred / tokens : 0.0;
+  std::vector<double> next;
+  for (double r : rates) next.push_back(threshold_for_rate(p_defer, r));
+  if (thresholds) *thresholds = next;
+  nlohmann::json meta;
+  meta["policy"] = policy;
+  meta["strategy"] = strategy;
+  meta["eta"] = eta;
+  meta["split"] = cal.split;
+  meta["metric_name"] = metric;
+  meta["metric"] = point.metric;
+  meta["deferral_rate"] = point.deferral_rate;
+  meta["examples"] = int64_t(records.size());
+  meta["examples_with_metric"] = n;
+  meta["rates"] = rates;
+  meta["thresholds"] = next;
+  ArtifactRecord artifact;
+  artifact.hash = point_key;
+  artifact.kind = "calibration_point";
+  artifact.path = store.path();
+  artifact.meta_json = meta.dump();
+  store.put_artifact(artifact);
+  if (summary) ++summary->calibration_points;
+  spdlog::info("[runner] calibrate: policy '{}' ({}) eta={:.4g} on {} ({} examples): {}={:.4f} deferral_rate={:.4f} "
+               "({:.1f} s)", policy, strategy, eta, cal.split, records.size(), metric, point.metric,
+               point.deferral_rate, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return point;
+}
+
 CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
                                         const std::string& strategy, RunSummary* summary) {
   const auto& cal = *spec_.calibrate;
   CalibrationResult res;
   res.key = calibration_key(spec_, policy, strategy, loaded_);
   const auto metric = cal.metric.empty() ? loaded_.task->primary_metric() : cal.metric;
-  const auto& exs = examples(cal.split, cal.max_examples);
-  const int64_t seed = spec_.sweep.seeds.front();
-  std::vector<size_t> all(exs.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  // Each candidate is its own artifact: a calibration killed half-way keeps the points it finished.
+  auto point_at = [&](const std::string& tag, double eta, const std::vector<double>& rates, std::vector<double>* th) {
+    const auto key = Hasher().add("calibration-point-v1").add(res.key).add(tag).add(eta).hex();
+    return calibration_point(store, policy, strategy, key, eta, rates, th, summary);
+  };
 
-  for (double eta : cal.eta) {
-    // Each eta point is its own artifact: a calibration killed half-way keeps the points it finished.
-    const auto point_key = Hasher().add("calibration-point-v1").add(res.key).add(eta).hex();
-    CalibrationPoint point;
-    point.eta = eta;
-    if (const auto a = store.get_artifact(point_key)) {
-      const auto meta = nlohmann::json::parse(a->meta_json);
-      point.metric = meta.at("metric").get<double>();
-      point.deferral_rate = meta.at("deferral_rate").get<double>();
-      if (summary) ++summary->calibration_reused;
-    } else {
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto records = decode("policy", policy, eta, strategy, seed, cal.split, exs, all);
-      double sum = 0, tokens = 0, deferred = 0;
-      int64_t n = 0;
-      for (const auto& r : records) {
-        tokens += double(r.n_tokens), deferred += double(r.n_deferred);
-        const auto m = r.metrics.find(metric);
-        if (m != r.metrics.end()) sum += m->second, ++n;
+  if (!cal.rates.empty() && strategy == "defer") {
+    // Candidates by deferral rate: the probe never defers (eta 1) and gives the policy's own P(defer)
+    // over the split; each rate's threshold is a quantile of it, then of the decoding at that
+    // threshold (deferring changes what follows), until the measured rate is within the tolerance.
+    std::vector<double> start;
+    const auto probe = point_at("probe", 1.0, cal.rates, &start);
+    COLM_CHECK(start.size() == cal.rates.size(), "[runner] calibration point of '" << policy << "' stored without "
+                                                                                   "its thresholds");
+    for (size_t i = 0; i < cal.rates.size(); ++i) {
+      const double rate = cal.rates[i];
+      CalibrationPoint best = probe;
+      double eta = start[i];
+      // Measured (eta, rate) pairs bracket the target: the rate falls as eta rises. A proposal that
+      // leaves the bracket (deferring changed the trajectory too much) is replaced by its midpoint.
+      double lo = -1, hi = probe.eta;  // largest eta measured above the target, smallest below it
+      for (int64_t it = 0; rate > 0 && it <= cal.refine; ++it) {
+        std::vector<double> next;
+        const auto p = point_at(fmt::format("rate {:.17g} step {}", rate, it), eta, {rate}, &next);
+        if (it == 0 || std::fabs(p.deferral_rate - rate) <= std::fabs(best.deferral_rate - rate)) best = p;
+        if (std::fabs(p.deferral_rate - rate) <= cal.tolerance || next.empty()) break;
+        if (p.deferral_rate > rate) lo = std::max(lo, eta);
+        else hi = std::min(hi, eta);
+        double proposal = next[0];
+        if (!(proposal > lo && proposal < hi)) proposal = lo < 0 ? hi / 2 : 0.5 * (lo + hi);
+        if (proposal == eta) break;
+        eta = proposal;
       }
-      point.metric = n ? sum / double(n) : 0.0;
-      point.deferral_rate = tokens > 0 ? deferred / tokens : 0.0;
-      nlohmann::json meta;
-      meta["policy"] = policy;
-      meta["strategy"] = strategy;
-      meta["eta"] = eta;
-      meta["split"] = cal.split;
-      meta["metric_name"] = metric;
-      meta["metric"] = point.metric;
-      meta["deferral_rate"] = point.deferral_rate;
-      meta["examples"] = int64_t(records.size());
-      meta["examples_with_metric"] = n;
-      meta["calibration_key"] = res.key;
-      ArtifactRecord artifact;
-      artifact.hash = point_key;
-      artifact.kind = "calibration_point";
-      artifact.path = store.path();
-      artifact.meta_json = meta.dump();
-      store.put_artifact(artifact);
-      if (summary) ++summary->calibration_points;
-      spdlog::info("[runner] calibrate: policy '{}' ({}) eta={:.3g} on {} ({} examples): {}={:.4f} deferral_rate={:.4f} "
-                   "({:.1f} s)", policy, strategy, eta, cal.split, records.size(), metric, point.metric,
-                   point.deferral_rate,
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      best.target_rate = rate;
+      spdlog::info("[runner] calibrate: policy '{}' target rate {:.4g}: eta={:.4g} measured rate {:.4f}, {}={:.4f}",
+                   policy, rate, best.eta, best.deferral_rate, metric, best.metric);
+      res.curve.push_back(best);
     }
-    res.curve.push_back(point);
+  } else {
+    // An explicit eta grid (or a strategy whose threshold does not decide who emits: one point).
+    const std::vector<double> grid = cal.rates.empty() ? cal.eta : std::vector<double>{0.5};
+    for (double eta : grid) res.curve.push_back(point_at("", eta, {}, nullptr));
   }
 
   if (cal.target_rates.empty()) {
     res.chosen.push_back(choose_eta(res.curve));
+    // Whether the best point is the tried candidate with the lowest or the highest deferral rate.
+    const CalibrationPoint* chosen = nullptr;
+    for (const auto& p : res.curve)
+      if (p.eta == res.chosen.back() && (!chosen || p.deferral_rate < chosen->deferral_rate)) chosen = &p;
+    std::string edge;
+    if (res.curve.size() > 1) {
+      auto order = [&](const CalibrationPoint& p) { return p.target_rate ? *p.target_rate : -p.eta; };
+      double lo = order(res.curve.front()), hi = lo;
+      for (const auto& p : res.curve) lo = std::min(lo, order(p)), hi = std::max(hi, order(p));
+      // Nothing lies below never deferring (rate 0, eta 1) or above always deferring (rate 1, eta 0).
+      const double rate_of_chosen = chosen->target_rate ? *chosen->target_rate : chosen->deferral_rate;
+      if (order(*chosen) == lo && !(chosen->target_rate ? rate_of_chosen <= 0 : chosen->eta >= 1)) edge = "lowest";
+      else if (order(*chosen) == hi && !(chosen->target_rate ? rate_of_chosen >= 1 : chosen->eta <= 0)) edge = "highest";
+    }
+    res.edge.push_back(edge);
+    if (!edge.empty())
+      spdlog::warn("[runner] calibrate: policy '{}' ({}): the best candidate is the one with the {} deferral rate "
+                   "tried (eta {:.4g}, rate {:.4f}); the optimum may lie beyond: widen [calibrate] {}", policy,
+                   strategy, edge, chosen->eta, chosen->deferral_rate, cal.rates.empty() ? "eta" : "rates");
   } else {
-    for (double rate : cal.target_rates) res.chosen.push_back(eta_for_rate(res.curve, rate));
+    for (double rate : cal.target_rates) res.chosen.push_back(eta_for_rate(res.curve, rate)), res.edge.push_back("");
   }
 
-  // The whole curve: one row per (eta, metric) and one per (eta, deferral_rate); chosen marks the
-  // eta(s) the sweep uses.
+  // The whole curve: one row per (eta, metric), (eta, deferral_rate) and, by rate, (eta, target_rate);
+  // chosen marks the eta(s) the sweep uses.
   std::vector<CalibrationRecord> rows;
   for (const auto& p : res.curve) {
     const bool chosen = std::find(res.chosen.begin(), res.chosen.end(), p.eta) != res.chosen.end();
     std::vector<std::pair<std::string, double>> values = {{metric, p.metric}};
     if (metric != "deferral_rate") values.emplace_back("deferral_rate", p.deferral_rate);
+    if (p.target_rate) values.emplace_back("target_rate", *p.target_rate);
     for (const auto& [name, value] : values) {
       CalibrationRecord r;
       r.experiment_id = experiment_id;
@@ -607,7 +704,7 @@ CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_
   }
   store.set_calibration(experiment_id, policy, strategy, cal.split, rows);
   std::string chosen_text;
-  for (double e : res.chosen) chosen_text += (chosen_text.empty() ? "" : ", ") + fmt::format("{:.3g}", e);
+  for (double e : res.chosen) chosen_text += (chosen_text.empty() ? "" : ", ") + fmt::format("{:.4g}", e);
   spdlog::info("[runner] calibrate: policy '{}' ({}) eta = {} (on {}, {} points)", policy, strategy, chosen_text,
                cal.split, res.curve.size());
   return res;
@@ -620,7 +717,7 @@ std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage
   if (!spec.calibrate) return out;
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    if (!in_shard(i, options.shard) || r.kind == "single" || !r.calibrated) continue;
+    if (!in_shard(i, options.shard) || r.kind == "single" || r.kind == "combine" || !r.calibrated) continue;
     // A teacher-forced analysis uses the eta calibrated for the sweep's first strategy.
     const auto key = std::make_pair(r.policy, r.kind == "teacher_forced" ? spec.sweep.strategies.front() : r.strategy);
     if (out.count(key)) continue;
@@ -702,16 +799,35 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
   }
   auto params = run.params;
   double eta = run.eta.value_or(0.0);
-  if (run.kind != "single" && !run.eta) {
+  const bool thresholded = run.kind == "policy" || run.kind == "teacher_forced";
+  if (thresholded && !run.eta) {
     const auto& cal = env.calibrations.at(
         {run.policy, run.kind == "teacher_forced" ? spec.sweep.strategies.front() : run.strategy});
-    size_t which = 0;
-    if (run.target_rate) {
-      const auto& rates = spec.calibrate->target_rates;
-      which = size_t(std::find(rates.begin(), rates.end(), *run.target_rate) - rates.begin());
+    if (run.curve) {
+      // A curve run: the threshold calibrated for its target rate.
+      bool found = false;
+      for (const auto& p : cal.curve)
+        if (p.target_rate && *p.target_rate == *run.target_rate) eta = p.eta, found = true;
+      COLM_CHECK(found, "[runner] no calibration point of policy '" << run.policy << "' at rate " << *run.target_rate);
+    } else {
+      size_t which = 0;
+      if (run.target_rate) {
+        const auto& rates = spec.calibrate->target_rates;
+        which = size_t(std::find(rates.begin(), rates.end(), *run.target_rate) - rates.begin());
+      }
+      eta = cal.chosen.at(which);
+      if (!cal.edge.at(which).empty()) params["calibration_edge"] = cal.edge.at(which);
     }
-    eta = cal.chosen.at(which);
     params["calibrated_eta"] = eta;
+  }
+  // Which weights decoded: the base (an expert or a policy's fine-tuned base), or the combined models.
+  if (thresholded) {
+    params["base_fingerprint"] = env.context.base_for(run.policy).fingerprint();
+  } else if (run.kind == "single") {
+    params["base_fingerprint"] = env.context.base_for_expert(run.policy).fingerprint();
+  } else if (run.kind == "combine") {
+    for (const auto& [role, expert] : spec.combination(run.policy).models)
+      params["model_fingerprints"][role] = env.context.base_for_expert(expert).fingerprint();
   }
   const std::string match = run.kind == "policy" ? spec.policy(run.policy).match_rate : std::string();
   if (!match.empty()) {
@@ -730,7 +846,7 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
   rec.experiment_id = env.experiment_id;
   rec.content_key = run.key;
   rec.policy = run.policy;
-  if (run.kind != "single") rec.threshold = eta;
+  if (thresholded) rec.threshold = eta;
   rec.strategy = run.strategy;
   rec.split = run.split;
   rec.seed = run.seed;

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,7 +54,13 @@ struct CalibrationPoint {
   double eta = 0;
   double metric = 0;         // mean of the calibration metric over the split
   double deferral_rate = 0;  // deferred tokens / generated tokens
+  std::optional<double> target_rate;  // rate mode: the deferral rate this candidate was placed at
 };
+// Rate mode: the threshold at which a fraction `rate` of the values exceed it (P(defer) > eta defers):
+// midway between the k-th and (k+1)-th largest values, k = round(rate * n); rate 0 gives 1 (never
+// defers), and a rate above what the values allow gives just below the smallest value.
+double threshold_for_rate(std::vector<double> p_defer, double rate);
+
 // The chosen eta: the best metric (ties: the lower deferral rate, then the larger eta), or with
 // target rates, the point whose deferral rate is closest to the target (ties: the better metric).
 double choose_eta(const std::vector<CalibrationPoint>& curve);
@@ -65,6 +72,9 @@ struct CalibrationResult {
   std::string key;  // calibration_key()
   std::vector<CalibrationPoint> curve;
   std::vector<double> chosen;
+  // Per chosen eta: "lowest" / "highest" when it is the candidate with the lowest / highest deferral
+  // rate tried (the optimum may lie beyond), else "".
+  std::vector<std::string> edge;
 };
 
 // Per-run metrics from the stored examples: the mean of every per-example metric (over the examples
@@ -82,7 +92,8 @@ class RunContext {
              std::map<std::string, std::string> base_dirs);
   // The examples of a split, at most max_examples (0: all), in the task's order. Cached.
   const std::vector<Example>& examples(const std::string& split, int64_t max_examples);
-  // Decodes examples[idx] of a split: a policy run (kind "policy") or an expert alone ("single").
+  // Decodes examples[idx] of a split: a policy run (kind "policy"), an expert alone ("single") or a
+  // [combine.NAME] combination ("combine").
   // Each example's seed is its index in the split, so results do not depend on which examples are
   // decoded together (resume, chunking).
   std::vector<ExampleRecord> decode(const std::string& kind, const std::string& name, double eta,
@@ -100,9 +111,19 @@ class RunContext {
                                      const std::vector<Example>& examples, const std::vector<size_t>& idx);
   // Replaces policy `name` with a fresh instance whose plugin keys are overridden ("p=0.25").
   void override_policy(const std::string& name, const std::vector<std::string>& overrides);
+  // The expert that decodes policy `policy` as base (ExperimentSpec::decoding_base): a loaded expert,
+  // or a trained policy's fine-tuned base (loaded once, shared by every policy that names it).
+  Expert& base_for(const std::string& policy);
+  Expert& base_for_expert(const std::string& expert) { return base_named(expert); }
 
  private:
-  Expert& base_for(const std::string& policy);
+  Expert& base_named(const std::string& name);
+  // One decoded candidate of a calibration (an artifact of its own, reused when stored). `rates`:
+  // target deferral rates whose threshold_for_rate over this decoding's P(defer) values is returned
+  // in *thresholds (stored with the point, so a resumed calibration refines the same way).
+  CalibrationPoint calibration_point(ResultsStore& store, const std::string& policy, const std::string& strategy,
+                                     const std::string& point_key, double eta, const std::vector<double>& rates,
+                                     std::vector<double>* thresholds, RunSummary* summary);
 
   const ExperimentSpec& spec_;
   LoadedExperiment& loaded_;

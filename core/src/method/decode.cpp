@@ -357,6 +357,72 @@ Models resolve_models(Expert& base, const std::vector<Expert*>& assistants) {
   return m;
 }
 
+// Splits the prompts into batches of options.batch_size rows (prompts encoded with the base's
+// tokenizer and checked against the context limit) and runs decode_rows on each.
+template <class DecodeRows>
+std::vector<DecodeResult> decode_in_batches(const Models& m, const std::vector<std::string>& prompts,
+                                            const DecodeOptions& options, DecodeRows decode_rows) {
+  std::vector<DecodeResult> results(prompts.size());
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  for (int64_t first = 0; first < n; first += options.batch_size) {
+    Batch b;
+    b.start = std::chrono::steady_clock::now();
+    for (int64_t i = first; i < std::min(n, first + options.batch_size); ++i) {
+      auto ids = m.base.tokenizer().encode(prompts[i], options.add_special_tokens);
+      COLM_CHECK(!ids.empty(), "[decode] prompt " << i << " encodes to no tokens (an empty prompt needs a BOS "
+                                                  "token: set add_special_tokens with a tokenizer that has one)");
+      COLM_CHECK(static_cast<int64_t>(ids.size()) <= m.max_positions,
+                 "[decode] prompt " << i << " has " << ids.size() << " tokens; the models accept at most "
+                                    << m.max_positions);
+      b.active.push_back(static_cast<int64_t>(b.examples.size()));
+      b.examples.push_back(i);
+      b.context.push_back(std::move(ids));
+    }
+    decode_rows(b, results);
+  }
+  return results;
+}
+
+std::vector<uint64_t> seeds_for(const std::vector<uint64_t>& example_seeds, size_t n) {
+  COLM_CHECK(example_seeds.empty() || example_seeds.size() == n,
+             "[decode] " << example_seeds.size() << " example seeds for " << n << " prompts");
+  std::vector<uint64_t> seeds = example_seeds;
+  for (size_t i = seeds.size(); i < n; ++i) seeds.push_back(i);
+  return seeds;
+}
+
+// A combination for one batch: every model reads every token (its own cache); at each step the
+// combined scores of their last-position logits pick the token.
+void decode_combined_batch(Models& m, const CombineOptions& c, Batch& b, const DecodeOptions& o,
+                           const std::vector<uint64_t>& example_seeds, std::vector<DecodeResult>& results) {
+  std::vector<Expert*> models{&m.base};
+  models.insert(models.end(), m.assistants.begin(), m.assistants.end());
+  const int64_t K = static_cast<int64_t>(models.size());
+  std::vector<LazyCache> caches;
+  for (Expert* e : models) caches.emplace_back(*e, static_cast<int64_t>(b.context.size()), m.vocab, m.device);
+  for (int64_t t = 0; !b.active.empty(); ++t) {
+    const int64_t A = static_cast<int64_t>(b.active.size());
+    Step s;
+    s.source.assign(A, 0);
+    s.token.assign(A, -1);
+    s.top1.assign(A, std::vector<int64_t>(K, -1));
+    std::vector<torch::Tensor> logits;  // K x [A, V]
+    for (int64_t k = 0; k < K; ++k) {
+      logits.push_back(caches[k].logits(b.active, b.context));
+      note_top1(s, k, logits.back(), iota(A));
+    }
+    const auto scores = combined_scores(logits, c).to(torch::kCPU);  // [A, V]
+    s.z = torch::zeros({A, 2});
+    for (int64_t a = 0; a < A; ++a) {
+      s.row_seeds.push_back(decode_row_seed(o.seed, example_seeds[b.examples[b.active[a]]], t));
+      s.token[a] = pick_from_logits(scores[a], o, uniform01(s.row_seeds[a] ^ kSamplerStream));
+      s.source[a] = s.token[a] == s.top1[a][0] ? 0 : 1;  // 1: the combination overrode models[0]'s own choice
+      s.z[a][s.source[a]] = 1.0f;
+    }
+    b.active = record_and_retire(m, b, s, o, results);
+  }
+}
+
 // The policy used by decode_single: one model, always itself.
 class AlwaysBase final : public DeferralPolicy {
  public:
@@ -379,30 +445,47 @@ std::vector<DecodeResult> collaborative_decode(Expert& base, const std::vector<E
   torch::NoGradGuard no_grad;
   check_options(options);
   Models m = resolve_models(base, assistants);
-  COLM_CHECK(example_seeds.empty() || example_seeds.size() == prompts.size(),
-             "[decode] " << example_seeds.size() << " example seeds for " << prompts.size() << " prompts");
-  std::vector<uint64_t> seeds = example_seeds;
-  for (size_t i = seeds.size(); i < prompts.size(); ++i) seeds.push_back(i);
-
-  std::vector<DecodeResult> results(prompts.size());
-  const int64_t n = static_cast<int64_t>(prompts.size());
-  for (int64_t first = 0; first < n; first += options.batch_size) {
-    Batch b;
-    b.start = std::chrono::steady_clock::now();
-    for (int64_t i = first; i < std::min(n, first + options.batch_size); ++i) {
-      auto ids = base.tokenizer().encode(prompts[i], options.add_special_tokens);
-      COLM_CHECK(!ids.empty(), "[decode] prompt " << i << " encodes to no tokens (an empty prompt needs a BOS "
-                                                  "token: set add_special_tokens with a tokenizer that has one)");
-      COLM_CHECK(static_cast<int64_t>(ids.size()) <= m.max_positions,
-                 "[decode] prompt " << i << " has " << ids.size() << " tokens; the models accept at most "
-                                    << m.max_positions);
-      b.active.push_back(static_cast<int64_t>(b.examples.size()));
-      b.examples.push_back(i);
-      b.context.push_back(std::move(ids));
-    }
+  const auto seeds = seeds_for(example_seeds, prompts.size());
+  return decode_in_batches(m, prompts, options, [&](Batch& b, std::vector<DecodeResult>& results) {
     decode_batch(m, policy, b, options, seeds, results);
+  });
+}
+
+torch::Tensor combined_scores(const std::vector<torch::Tensor>& logits, const CombineOptions& c) {
+  if (c.strategy == "contrastive") {
+    COLM_CHECK(logits.size() == 2, "[decode] contrastive decoding needs 2 models (expert, amateur), got " << logits.size());
+    const auto lp_e = torch::log_softmax(logits[0].to(torch::kFloat32), -1);  // [R, V]
+    const auto lp_a = torch::log_softmax(logits[1].to(torch::kFloat32), -1);  // [R, V]
+    const auto cutoff = std::get<0>(lp_e.max(-1, /*keepdim=*/true)) + std::log(c.alpha);  // [R, 1]
+    return (lp_e - c.beta * lp_a).masked_fill(lp_e < cutoff, -std::numeric_limits<float>::infinity());
   }
-  return results;
+  COLM_CHECK(c.strategy == "proxy", "[decode] unknown combination '" << c.strategy << "' (contrastive or proxy)");
+  COLM_CHECK(logits.size() == 3, "[decode] proxy tuning needs 3 models (large, tuned, untuned), got " << logits.size());
+  return logits[0].to(torch::kFloat32) + (logits[1].to(torch::kFloat32) - logits[2].to(torch::kFloat32));
+}
+
+std::vector<DecodeResult> combined_decode(const std::vector<Expert*>& models, const CombineOptions& combine,
+                                          const std::vector<std::string>& prompts,
+                                          const std::vector<uint64_t>& example_seeds, const DecodeOptions& options) {
+  torch::NoGradGuard no_grad;
+  check_options(options);
+  const size_t want = combine.strategy == "contrastive" ? 2 : combine.strategy == "proxy" ? 3 : 0;
+  COLM_CHECK(want > 0, "[decode] unknown combination '" << combine.strategy << "' (contrastive or proxy)");
+  COLM_CHECK(models.size() == want, "[decode] " << combine.strategy << " needs " << want << " models, got "
+                                                << models.size());
+  COLM_CHECK(combine.alpha >= 0 && combine.alpha <= 1, "[decode] contrastive alpha must be in [0, 1]");
+  COLM_CHECK(combine.beta >= 0 && std::isfinite(combine.beta), "[decode] contrastive beta must be finite and >= 0");
+  for (size_t k = 0; k < models.size(); ++k) COLM_CHECK(models[k] != nullptr, "[decode] model " << k << " is null");
+  for (size_t k = 1; k < models.size(); ++k)
+    COLM_CHECK(models[k]->tokenizer().fingerprint() == models[0]->tokenizer().fingerprint(),
+               "[decode] " << combine.strategy << ": model " << k + 1 << " (" << models[k]->info().source
+                           << ") uses another tokenizer than model 1 (" << models[0]->info().source
+                           << "); combining logits needs one shared vocabulary");
+  Models m = resolve_models(*models[0], {models.begin() + 1, models.end()});
+  const auto seeds = seeds_for(example_seeds, prompts.size());
+  return decode_in_batches(m, prompts, options, [&](Batch& b, std::vector<DecodeResult>& results) {
+    decode_combined_batch(m, combine, b, options, seeds, results);
+  });
 }
 
 std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::string>& prompts,

@@ -65,6 +65,26 @@ std::vector<DecodeResult> collaborative_decode(Expert& base, const std::vector<E
 std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::string>& prompts,
                                         const std::vector<uint64_t>& example_seeds, const DecodeOptions& options);
 
+// Decode-time combinations of several models' logits (no deferral policy), the paper's baselines:
+//   "contrastive" (contrastive decoding): models = {expert, amateur}; the token is the argmax over the
+//     plausible set {x : p_e(x) >= alpha * max p_e} of log p_e(x) - beta * log p_a(x);
+//   "proxy" (proxy tuning): models = {large, tuned, untuned}; logits_large + (logits_tuned - logits_untuned).
+// Every model keeps its own KV cache and reads every token. Sampling (options.sample) draws from the
+// softmax of the combined scores. TokenTrace::source is 0 when the token is models[0]'s own argmax and
+// 1 when the combination changed it (so n_deferred counts those tokens); probs is that one-hot pair.
+// The models must share the tokenizer of models[0].
+struct CombineOptions {
+  std::string strategy;  // "contrastive" or "proxy"
+  double alpha = 0.1;
+  double beta = 0.5;
+};
+std::vector<DecodeResult> combined_decode(const std::vector<Expert*>& models, const CombineOptions& combine,
+                                          const std::vector<std::string>& prompts,
+                                          const std::vector<uint64_t>& example_seeds, const DecodeOptions& options);
+// One step of a combination on last-position logits: models' logits [R, V] each -> scores [R, V]
+// (-inf outside contrastive decoding's plausible set). The emitted token is the argmax (greedy).
+torch::Tensor combined_scores(const std::vector<torch::Tensor>& logits, const CombineOptions& combine);
+
 // Teacher-forced analysis: every model reads prompt + target once; for each target position t the
 // policy sees the state before target[t] (gold = target[t]).
 struct TeacherForcedTrace {

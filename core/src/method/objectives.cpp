@@ -106,6 +106,16 @@ torch::Tensor weak_nll_sum(const torch::Tensor& head_logits, const torch::Tensor
   return -torch::where(keep, weight * picked, torch::zeros_like(picked)).sum();
 }
 
+torch::Tensor weak_supervision_loss_sum(const torch::Tensor& logits, const torch::Tensor& ids,
+                                        const torch::Tensor& loss_mask, const torch::Tensor& head_logits,
+                                        const torch::Tensor& labels, double pos_weight, double lm_weight) {
+  COLM_CHECK(lm_weight >= 0 && lm_weight < 1, "weak_supervision_loss_sum: lm_weight must be in [0, 1), got " << lm_weight);
+  const int64_t T = ids.size(1);
+  auto bce = weak_nll_sum(head_logits, labels, loss_mask.slice(1, 1, T), pos_weight);
+  if (lm_weight == 0) return bce;
+  return lm_weight * lm_loss_sum(logits, ids, loss_mask) + (1 - lm_weight) * bce;
+}
+
 double auto_pos_weight(const torch::Tensor& labels, const torch::Tensor& mask) {
   auto keep = mask.to(torch::kBool);
   const double pos = (labels > 0).logical_and(keep).sum().item<double>();

@@ -54,6 +54,14 @@ COLM_VISIBLE torch::Tensor weak_labels(const torch::Tensor& base_right, const to
 // head_logits [..., M+1], labels [...] int64, mask [...] -> scalar sum.
 COLM_VISIBLE torch::Tensor weak_nll_sum(const torch::Tensor& head_logits, const torch::Tensor& labels,
                                         const torch::Tensor& mask, double pos_weight);
+// The weak-supervision baseline of the paper: the base is fine-tuned on
+//   lm_weight * LM loss + (1 - lm_weight) * weighted BCE on the pseudo-labels
+// (2/3 and 1/3 there). logits [B,T,V], ids [B,T], loss_mask [B,T] (the LM part, as lm_loss_sum);
+// head_logits [B,T-1,M+1] and labels [B,T-1] line up with ids[:, 1:] (as weak_nll_sum, masked by
+// loss_mask[:, 1:]). Returns a scalar sum over target tokens; lm_weight 0 is weak_nll_sum alone.
+COLM_VISIBLE torch::Tensor weak_supervision_loss_sum(const torch::Tensor& logits, const torch::Tensor& ids,
+                                                     const torch::Tensor& loss_mask, const torch::Tensor& head_logits,
+                                                     const torch::Tensor& labels, double pos_weight, double lm_weight);
 // #negatives / #positives over masked positions (labels == 0 are negatives); 1 when either is absent.
 COLM_VISIBLE double auto_pos_weight(const torch::Tensor& labels, const torch::Tensor& mask);
 

@@ -533,22 +533,25 @@ void DeferralSpec::validate() const {
   COLM_CHECK(init == "none" || init == "weak" || init == "weak_supervision",
              "deferral training: init must be none or weak, got '" << init << "'");
   COLM_CHECK(pos_weight >= 0, "deferral training: pos_weight must be >= 0 (0: automatic), got " << pos_weight);
+  COLM_CHECK(lm_weight >= 0 && lm_weight < 1, "deferral training: lm_weight must be in [0, 1), got " << lm_weight);
+  COLM_CHECK(lm_weight == 0 || (objective == "weak_supervision" && finetune_base == "full"),
+             "deferral training: lm_weight > 0 needs objective weak_supervision with the base fine-tuned");
   COLM_CHECK(init_steps >= 0, "deferral training: init_steps must be >= 0, got " << init_steps);
 }
 
 DeferralObjective::DeferralObjective(Expert& base, DeferralPolicy& policy, std::vector<const ScoreTable*> train_scores,
                                      std::vector<const ScoreTable*> valid_scores, std::string objective,
                                      bool finetune_base, WeakRule rule, double pos_weight,
-                                     std::map<std::string, std::string> head_metadata)
+                                     std::map<std::string, std::string> head_metadata, double lm_weight)
     : base_(base), policy_(policy), train_scores_(std::move(train_scores)), valid_scores_(std::move(valid_scores)),
       objective_(std::move(objective)), finetune_base_(finetune_base), rule_(rule), pos_weight_(pos_weight),
-      metadata_(std::move(head_metadata)) {
+      metadata_(std::move(head_metadata)), lm_weight_(lm_weight) {
   COLM_CHECK(policy_.trainable(), "deferral training: the policy is not trainable (it has no head)");
   COLM_CHECK(!train_scores_.empty(), "deferral training: no assistant scores");
   COLM_CHECK(objective_ == "marginal_likelihood" || objective_ == "weak_supervision",
              "deferral training: unknown objective '" << objective_ << "'");
-  // Weak supervision fits the head alone: the base only provides hidden states and its own top-1.
-  if (objective_ == "weak_supervision") finetune_base_ = false;
+  COLM_CHECK(lm_weight_ == 0 || (objective_ == "weak_supervision" && finetune_base_),
+             "deferral training: an LM share needs the weak-supervision objective with a trainable base");
   metadata_[kHeadObjectiveKey] = objective_;
 }
 
@@ -595,7 +598,7 @@ torch::Tensor DeferralObjective::loss_sum(const Batch& batch) {
   }
   auto base_right = gold_is_top1(out.logits, batch.ids);              // [B,T-1]
   auto labels = weak_labels(base_right, torch::stack(a_top1, -1), rule_);  // [B,T-1]
-  return weak_nll_sum(head, labels, mask, pos_weight_);
+  return weak_supervision_loss_sum(out.logits, batch.ids, batch.loss_mask, head, labels, pos_weight_, lm_weight_);
 }
 
 void DeferralObjective::save_artifacts(const std::string& dir) const {
@@ -690,7 +693,10 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
   const bool weak_init = spec.objective == "marginal_likelihood" && spec.init != "none";
   if (spec.objective == "weak_supervision" || weak_init) {
     const double pw = resolve_pos_weight();
-    DeferralObjective weak(base, policy, train_ptrs, valid_ptrs, "weak_supervision", false, spec.weak_rule, pw, meta);
+    // The initialisation fits the head alone; the baseline fine-tunes the base too when asked (the paper).
+    const bool tune = !weak_init && spec.finetune_base == "full";
+    DeferralObjective weak(base, policy, train_ptrs, valid_ptrs, "weak_supervision", tune, spec.weak_rule, pw, meta,
+                           weak_init ? 0.0 : spec.lm_weight);
     TrainConfig c = config;
     c.label = config.label + (weak_init ? ":weak-init" : ":weak");
     if (weak_init && spec.init_steps > 0) c.steps = spec.init_steps;
@@ -708,7 +714,7 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     publish(res.main.checkpoint, out_dir);
   }
   res.head_path = (fs::path(out_dir) / "head.safetensors").string();
-  if (spec.objective == "marginal_likelihood" && spec.finetune_base == "full") {
+  if (spec.finetune_base == "full") {
     res.base_dir = (fs::path(out_dir) / "base").string();
     meta[kHeadObjectiveKey] = spec.objective;
     meta["base_finetuned"] = "full";

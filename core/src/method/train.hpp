@@ -151,6 +151,7 @@ struct DeferralSpec {
   std::string init = "none";                      // "none" or "weak" (weak-supervision head init first)
   WeakRule weak_rule = WeakRule::assistant_right_base_wrong;
   double pos_weight = 0;                          // weak supervision; 0: #negatives / #positives
+  double lm_weight = 0;                           // objective weak_supervision with finetune_base: LM share
   int64_t init_steps = 0;                         // steps of the weak init; 0: config.steps
   void validate() const;
 };
@@ -163,7 +164,8 @@ class DeferralObjective : public TrainObjective {
   // validation data is used, over that). For weak supervision pos_weight must already be resolved.
   DeferralObjective(Expert& base, DeferralPolicy& policy, std::vector<const ScoreTable*> train_scores,
                     std::vector<const ScoreTable*> valid_scores, std::string objective, bool finetune_base,
-                    WeakRule rule, double pos_weight, std::map<std::string, std::string> head_metadata);
+                    WeakRule rule, double pos_weight, std::map<std::string, std::string> head_metadata,
+                    double lm_weight = 0);
   std::string name() const override { return objective_; }
   std::vector<torch::Tensor> parameters() override;
   void set_training(bool training) override;
@@ -181,6 +183,7 @@ class DeferralObjective : public TrainObjective {
   WeakRule rule_;
   double pos_weight_;
   std::map<std::string, std::string> metadata_;
+  double lm_weight_ = 0;  // weak_supervision only: share of the base's LM loss
 };
 
 struct DeferralTrainResult {
