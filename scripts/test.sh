@@ -18,7 +18,7 @@ echo
 if [ -f "$log" ]; then
   awk '
     /^[0-9]+\/[0-9]+ Test: / { name = $0; sub(/^[0-9]+\/[0-9]+ Test: /, "", name) }
-    /COLM-SKIP: / && name != "" {
+    /COLM-SKIP: / && !/^Skip regular expression/ && name != "" {
       reason = $0; sub(/.*COLM-SKIP: /, "", reason)
       if (!(name in seen)) { seen[name] = 1; n++; count[reason]++; tests[reason] = tests[reason] "\n    " name }
     }

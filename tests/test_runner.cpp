@@ -581,6 +581,102 @@ policies = ["confidence", "oracle"]
   CHECK(again.runs_failed == 0);
 }
 
+TEST_CASE("the oracle analysis on the shipped experts finds and takes every oracle position", "[runner][analysis]") {
+  // The shipped arithmetic expert knows the sums the generalist gets wrong (the default experiment's
+  // finding), so the gold answers hold positions where only the assistant is right.
+  const auto dir = test::temp_dir("colm-runner-oracle");
+  const auto db = dir + "/results.db";
+  const auto ckpt = test::source_dir() + "/experiments/checkpoints/";
+  const std::string text = R"([experiment]
+name = "oracle-test"
+seed = 7
+database = "DBPATH"
+artifacts_dir = "ARTDIR"
+
+[experts.base]
+plugin = "transformer"
+role = "base"
+checkpoint = "CKPT/generalist"
+
+[experts.assistant]
+plugin = "transformer"
+role = "assistant"
+checkpoint = "CKPT/arithmetic"
+
+[task]
+plugin = "arithmetic"
+seed = 7
+train_size = 4
+valid_size = 4
+test_size = 8
+max_tokens = 8
+
+[policies.base_only]
+plugin = "rules"
+rule = "base_only"
+
+[policies.oracle]
+plugin = "rules"
+rule = "oracle"
+
+[sweep]
+policies = ["base_only"]
+eta = [0.5]
+batch_size = 8
+
+[analysis]
+policies = ["base_only", "oracle"]
+)";
+  const auto toml = write_experiment(dir, db, replace_all(text, "CKPT/", ckpt));
+  const auto summary = run_in_process(toml);
+  REQUIRE(summary.runs_failed == 0);
+
+  auto store = ResultsStore::open(db);
+  std::map<std::string, std::map<std::string, double>> m;  // policy -> analysis metrics
+  std::map<std::string, std::vector<ExampleRecord>> examples;
+  for (const auto& r : store.runs()) {
+    if (r.strategy != "teacher_forced") continue;
+    for (const auto& x : store.metrics(r.id)) m[r.policy][x.name] = x.value;
+    examples[r.policy] = store.examples(r.id, true);
+  }
+  REQUIRE(m.count("oracle"));
+  REQUIRE(m.count("base_only"));
+  const auto& oracle = m["oracle"];
+  const auto& base = m["base_only"];
+  INFO("oracle_rate " << oracle.at("oracle_rate") << ", base token accuracy " << base.at("token_accuracy")
+                      << ", oracle token accuracy " << oracle.at("token_accuracy"));
+  // There is work for the oracle (few positions: teacher-forced, the generalist is right on ~99% of
+  // the gold tokens; the rest are result digits), and it does exactly that work.
+  CHECK(oracle.at("oracle_rate") > 0);
+  CHECK(oracle.at("tf_deferral_rate") == Approx(oracle.at("oracle_rate")));
+  CHECK(oracle.at("deferred_where_oracle") == Approx(1.0));
+  CHECK(oracle.at("oracle_deferred") == Approx(1.0));
+  CHECK(oracle.at("token_accuracy") == Approx(oracle.at("oracle_token_accuracy")));
+  // With one assistant, the oracle's accuracy is the base's plus the positions only the assistant
+  // gets right; the base alone defers nowhere and scores its own accuracy.
+  CHECK(oracle.at("token_accuracy") == Approx(base.at("token_accuracy") + oracle.at("oracle_rate")));
+  CHECK(base.at("token_accuracy") == Approx(base.at("base_token_accuracy")));
+  CHECK(base.at("tf_deferral_rate") == 0.0);
+  CHECK(base.at("token_accuracy") < oracle.at("token_accuracy"));
+  // Per example and per token: the stored sources are the oracle's choices, and they count up to
+  // the example's oracle rate.
+  REQUIRE(examples["oracle"].size() == 8);
+  int64_t deferred_tokens = 0;
+  for (const auto& e : examples["oracle"]) {
+    int64_t from_assistant = 0;
+    for (const auto& t : e.tokens) {
+      CHECK((t.source == 0 || t.source == 1));
+      REQUIRE(t.probs.size() == 2);
+      CHECK(t.probs[1] == (t.source == 1 ? 1.0 : 0.0));
+      from_assistant += t.source == 1;
+    }
+    CHECK(from_assistant == e.n_deferred);
+    CHECK(double(from_assistant) / double(e.n_tokens) == Approx(e.metrics.at("oracle_rate")));
+    deferred_tokens += from_assistant;
+  }
+  CHECK(deferred_tokens > 0);
+}
+
 TEST_CASE("matched rates and analyses are validated before any work", "[runner][analysis]") {
   const auto dir = test::temp_dir("colm-runner");
   const auto db = dir + "/results.db";

@@ -1,6 +1,7 @@
 // The training loop, the scoring cache and the learned policy: schedule, batching, determinism, exact
 // resume (in-process and after SIGKILL of `colm train-expert`), unsupervised deferral on a constructed
-// case, the cache skipping the model on reuse, and head files refusing other experts.
+// case (synthetic, and end to end with a real base and the learned head), the cache skipping the
+// model on reuse, and head files refusing other experts.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -422,4 +423,150 @@ TEST_CASE("colm train-expert killed with SIGKILL resumes and ends at the same lo
   };
   CHECK(final_loss(out_b) == final_loss(out_full));
   CHECK(fs::exists(dir + "/killed/model.safetensors"));
+}
+
+// ------------------------------------------------------------------ deferral training end to end
+
+namespace {
+
+// A constructed assistant over the base's byte vocabulary that is right exactly where the base cannot
+// be: it reads the gold next token (teacher forcing hands it the whole sequence) and gives a digit
+// all its mass, and any other token none (its mass goes to the next id). An untrained base is
+// equally unsure everywhere, so the marginal likelihood can only rise by deferring on digits and
+// staying with the base elsewhere. Scoring is all it supports.
+class DigitOracleExpert : public colm::Expert {
+ public:
+  explicit DigitOracleExpert(const colm::Expert& base) : info_(base.info()), tokenizer_(base.tokenizer()) {
+    info_.source = "digit-oracle";
+    info_.num_parameters = 0;
+  }
+  colm::ExpertInfo info() const override { return info_; }
+  const colm::Tokenizer& tokenizer() const override { return tokenizer_; }
+  torch::Device device() const override { return torch::kCPU; }
+  colm::ExpertOutput forward(const torch::Tensor& ids, const torch::Tensor&) override {
+    const int64_t B = ids.size(0), T = ids.size(1), V = info_.vocab_size;
+    auto logits = torch::zeros({B, T, V});                                    // [B,T,V]
+    auto next = ids.narrow(1, 1, T - 1);                                       // [B,T-1] gold of positions 0..T-2
+    auto digit = (next >= '0').logical_and(next <= '9');
+    auto put = torch::where(digit, next, (next + 1) % V);                      // where the mass goes
+    logits.narrow(1, 0, T - 1).scatter_(2, put.unsqueeze(-1), 40.0);
+    return {logits, torch::zeros({B, T, 1})};
+  }
+  std::unique_ptr<colm::DecodeState> new_state(int64_t) const override { throw colm::Error("scoring only"); }
+  colm::ExpertOutput extend(colm::DecodeState&, const std::vector<int64_t>&,
+                            const std::vector<std::vector<int64_t>>&) override {
+    throw colm::Error("scoring only");
+  }
+  std::vector<torch::Tensor> parameters() override { return {}; }
+  void set_training(bool) override {}
+  void save(const std::string&) const override { throw colm::Error("scoring only"); }
+  std::string fingerprint() const override { return "digit-oracle-" + tokenizer_.fingerprint(); }
+
+ private:
+  colm::ExpertInfo info_;
+  colm::Tokenizer tokenizer_;
+};
+
+// Digits appear only right after '=' (so the base's state at '=' can tell the head what comes next).
+std::vector<std::pair<std::string, std::string>> digit_pairs(int n) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int i = 0; i < n; ++i)
+    out.emplace_back("Q: item " + std::string(1, char('a' + i % 26)),
+                     " A=" + std::to_string(i % 10) + " B=" + std::to_string((i * 7 + 3) % 10) + ".");
+  return out;
+}
+
+std::vector<torch::Tensor> snapshot(colm::Expert& e) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : e.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+bool same_weights(colm::Expert& e, const std::vector<torch::Tensor>& before) {
+  const auto now = e.parameters();
+  if (now.size() != before.size()) return false;
+  for (size_t i = 0; i < now.size(); ++i)
+    if (!torch::equal(now[i].detach(), before[i])) return false;
+  return true;
+}
+
+// Mean P(defer) of the head over target positions whose gold token is / is not a digit.
+std::pair<double, double> defer_on_digits(colm::Expert& base, colm::DeferralPolicy& policy, const colm::TrainData& data) {
+  torch::NoGradGuard ng;
+  base.set_training(false);
+  double on_digit = 0, off_digit = 0;
+  int64_t n_digit = 0, n_other = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const auto& ids = data.ids[i];
+    auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);
+    colm::PolicyInput in;
+    in.base_hidden = base.forward(ids_t, {}).hidden[0];                       // [T,d]
+    const auto p_defer = 1 - policy.probs(in).select(1, 0);                   // [T]: decides token t+1
+    for (size_t t = 1; t < ids.size(); ++t) {
+      if (!data.loss_mask[i][t]) continue;
+      const double p = p_defer[static_cast<int64_t>(t) - 1].item<double>();
+      if (ids[t] >= '0' && ids[t] <= '9') on_digit += p, ++n_digit;
+      else off_digit += p, ++n_other;
+    }
+  }
+  REQUIRE(n_digit > 0);
+  REQUIRE(n_other > 0);
+  return {on_digit / double(n_digit), off_digit / double(n_other)};
+}
+
+}  // namespace
+
+TEST_CASE("marginal-likelihood training end to end: the loss falls, the head learns to defer, finetune_base decides "
+          "whether the base changes",
+          "[train][policy]") {
+  const bool finetune = GENERATE(false, true);
+  auto base = tiny_expert(5);
+  DigitOracleExpert assistant(*base);
+  colm::PluginContext ctx;
+  ctx.num_assistants = 1;
+  ctx.base_hidden_size = base->info().hidden_size;
+  ctx.seed = 3;
+  auto policy = colm::default_registry().create_policy("learned", colm::ConfigView(), ctx);
+  auto data = colm::make_pair_data(digit_pairs(24), base->tokenizer(), 48);
+
+  // The objective the stage trains, over the assistant's scores: its loss before and after.
+  const auto scores = colm::score_expert(assistant, data, 8);
+  colm::DeferralObjective objective(*base, *policy, {&scores}, {&scores}, "marginal_likelihood", finetune,
+                                    colm::WeakRule::assistant_right_base_wrong, 0, {});
+  const double loss_before = colm::evaluate(objective, data, 8);
+  const auto [digit_before, other_before] = defer_on_digits(*base, *policy, data);
+  const auto weights_before = snapshot(*base);
+
+  colm::TrainConfig c;
+  c.steps = 80;
+  c.batch_size = 8;
+  c.lr = 1e-2;
+  c.log_every_s = 1e9;
+  colm::DeferralSpec spec;
+  spec.objective = "marginal_likelihood";
+  spec.finetune_base = finetune ? "full" : "none";
+  const auto out = colm::test::temp_dir("colm-deferral-e2e");
+  auto r = colm::train_deferral(*base, {&assistant}, *policy, data, &data, c, spec, out, out + "/cache");
+  CHECK(r.main.steps == 80);
+
+  const double loss_after = colm::evaluate(objective, data, 8);
+  const auto [digit_after, other_after] = defer_on_digits(*base, *policy, data);
+  INFO("finetune_base " << finetune << ": loss " << loss_before << " -> " << loss_after << " (stage's valid loss "
+                        << r.main.valid_loss << "); P(defer) on digits " << digit_before << " -> " << digit_after
+                        << ", elsewhere " << other_before << " -> " << other_after);
+  CHECK(loss_after < loss_before - 0.3);
+  CHECK(r.main.valid_loss == Approx(loss_after).epsilon(1e-4));
+  // The head defers on the digits, which only the assistant knows, and keeps the rest for the base.
+  CHECK(digit_after > 0.9);
+  CHECK(other_after < 0.1);
+  if (finetune) {
+    CHECK_FALSE(same_weights(*base, weights_before));
+    CHECK(fs::exists(fs::path(r.base_dir) / "model.safetensors"));
+    // Fine-tuning lets the base learn the text itself: the loss falls below a frozen base's floor,
+    // log V per non-digit token times their share.
+    CHECK(loss_after < 4.0);
+  } else {
+    CHECK(same_weights(*base, weights_before));
+    CHECK(r.base_dir.empty());
+  }
 }
