@@ -37,15 +37,21 @@ int report_command(const std::vector<std::string>& args, const GlobalOptions&) {
   po::options_description desc(
       "usage: colm report DB [--experiment NAME] --out DIR [--format md|html|json]\n\n"
       "Reads a results database (never writes it) and renders, per experiment: every run with its\n"
-      "metrics and bootstrap intervals, the calibration curves, each policy compared with the best\n"
-      "single model on the same examples (paired bootstrap and McNemar's exact test), where the\n"
+      "metrics and bootstrap intervals and the base it decoded with, the calibration curves (and\n"
+      "calibrations that chose the edge of their candidates), curves of the metric against the\n"
+      "deferral rate, each policy compared with the best single model and the learned policy with\n"
+      "every other run on the same examples (paired bootstrap and McNemar's exact test), where the\n"
       "policy defers (share of digits, most frequent deferred tokens) and example outputs with each\n"
       "token coloured by the model that emitted it.\n\n"
       "  --format md     DIR/report.md (Markdown tables)\n"
       "  --format html   DIR/report.html (one self-contained page with SVG plots, no scripts)\n"
       "  (no --format)   both files\n"
-      "  --format json   prints {\"runs\": [{experiment, policy, threshold, strategy, split, seed,\n"
-      "                  metrics: {NAME: {value, ci: [lo, hi]}}}]} to stdout (no --out needed)\n\noptions");
+      "  --format json   prints {\"runs\": [...]} to stdout (no --out needed): per run id, experiment,\n"
+      "                  kind, policy, plugin, rule, objective, base, strategy, threshold,\n"
+      "                  target_rate, calibrated, calibration_edge, curve, split, seed, status,\n"
+      "                  metrics {NAME: {value, ci: [lo, hi]}} and, for the learned policy,\n"
+      "                  comparisons [{run, policy, base, strategy, threshold, metric, n,\n"
+      "                  difference, ci, p, mcnemar_p}] (see experiments/README.md)\n\noptions");
   desc.add_options()("help,h", "this help")                                                        //
       ("experiment,e", po::value(&options.experiment), "only this experiment (default: every one)")  //
       ("out,o", po::value(&out_dir), "directory for report.md / report.html (created when absent)")  //

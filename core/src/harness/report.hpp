@@ -1,5 +1,6 @@
 // The report: reads a results database (never writes it) and renders its runs, calibration curves,
-// paired comparisons with the best single model and deferral statistics as Markdown, HTML or JSON.
+// paired comparisons (each policy with the best single model, the learned policy with every run),
+// curves on test and deferral statistics as Markdown, HTML or JSON.
 // What a run means comes from the runner (store.hpp, experiments/README.md); this file only reads.
 #pragma once
 #include <cstdint>
@@ -20,7 +21,8 @@ struct ReportOptions {
   double confidence = -1;        // interval level; -1: the experiment's [report] setting
   int64_t examples = -1;         // example outputs shown per policy; -1: the experiment's [report] setting
   int64_t top_tokens = 12;       // most frequent deferred tokens listed per run
-  bool analysis = true;          // comparisons, deferral statistics and examples (read the examples)
+  bool comparisons = true;       // paired comparisons (reads the examples, not their tokens)
+  bool analysis = true;          // deferral statistics and example outputs (reads the token traces)
 };
 
 // One run as the report sees it.
@@ -30,13 +32,24 @@ struct ReportRun {
   bool single = false;          // a single-model run (runner kind "single" / strategy "single")
   bool baseline = false;        // single, or a rules policy that never / always defers
   std::string baseline_label;   // e.g. "base alone (base)"
-  bool calibrated = false;      // the runner's calibrated run (params carry calibrated_eta)
+  bool calibrated = false;      // the runner's calibrated run (params "calibrated", or calibrated_eta)
+  // From the run's params; empty / absent where an older database did not record them.
+  std::string kind;             // "policy", "single", "teacher_forced", "combine"
+  std::string plugin;           // the policy plugin (else the stored config's [policies.NAME] plugin)
+  std::string rule;             // a rules policy's rule (else the stored config's)
+  std::string objective;        // a trained policy's objective (else the stored config's [train.NAME])
+  std::string base;             // what decoded as base: an expert, or a trained policy's tuned base
+  std::optional<double> target_rate;  // the deferral rate a rate-calibrated or curve run aimed at
+  std::string calibration_edge;  // "lowest" / "highest": the chosen candidate was at an edge of those tried
+  bool curve = false;           // a test-split run of a policy at a fixed deferral rate (params "curve")
+  bool learned = false;         // its policy was trained with objective "marginal_likelihood"
   int64_t n_examples = 0;       // examples stored
   int64_t n_tokens = 0;         // generated tokens, summed over examples
   int64_t n_deferred = 0;       // tokens an assistant emitted
 };
 
-// A policy run against the best single model on the same split, paired by example id.
+// A policy run against a reference run on the same split, paired by example id: the best single
+// model (ReportExperiment::comparisons), or any other run (ReportExperiment::learned_comparisons).
 struct ReportComparison {
   int64_t run_id = 0;
   int64_t reference_run_id = 0;
@@ -86,7 +99,11 @@ struct ReportExperiment {
   std::vector<ReportRun> runs;            // by id (decoded runs: policies and single models)
   std::vector<ReportRun> analysis;        // teacher-forced analysis runs ([analysis]), by id
   std::vector<CalibrationRecord> calibration;
-  std::vector<ReportComparison> comparisons;
+  std::vector<ReportComparison> comparisons;          // each policy run vs the best single model
+  // The learned policy's representative runs (its calibrated runs; where a split, strategy and base
+  // has none, its best run there) against every other finished decoded run of the same split, curve
+  // runs excepted (they are plotted).
+  std::vector<ReportComparison> learned_comparisons;
   std::vector<ReportDeferral> deferrals;
   std::vector<ReportShowcase> showcases;
 
@@ -106,8 +123,14 @@ COLM_VISIBLE ResultsStore open_results_for_reading(const std::string& path);
 // experiments the database has.
 COLM_VISIBLE ReportData load_report(const ResultsStore& store, const ReportOptions& options);
 
-// {"runs": [{"experiment", "policy", "threshold", "strategy", "split", "seed",
-//            "metrics": {NAME: {"value", "ci": [lo, hi]}}}]}; absent values are null.
+// {"runs": [{"id", "experiment", "kind", "policy", "plugin", "rule", "objective", "base", "strategy",
+//            "threshold", "target_rate", "calibrated", "calibration_edge", "curve", "split", "seed",
+//            "status", "metrics": {NAME: {"value", "ci": [lo, hi]}},
+//            "comparisons": [{"run", "policy", "base", "strategy", "threshold", "metric", "n",
+//                             "difference", "ci": [lo, hi], "p", "mcnemar_p"}]}]}
+// Teacher-forced runs are listed too (strategy and kind say so). comparisons: for the learned
+// policy's representative runs, one per other run (difference = learned - other); else empty.
+// Absent values are null.
 COLM_VISIBLE std::string report_json(const ReportData& data);
 COLM_VISIBLE std::string report_markdown(const ReportData& data);
 // One self-contained page: inline CSS and SVG, no scripts, no external resources.

@@ -27,6 +27,7 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-al
 th { background: #f1f1f1; }
 tbody tr:nth-child(even) { background: #fafafa; }
 p.note, p.none { color: #555; font-size: 13px; }
+p.edge { color: #8a4b00; font-weight: bold; }
 svg.plot { display: block; margin: .8em 0; border: 1px solid #ddd; }
 svg.plot text { font-size: 12px; fill: #222; }
 svg.plot text.plot-title { font-size: 14px; font-weight: bold; }
@@ -99,13 +100,18 @@ std::string report_html(const ReportData& data) {
        << html_escape(experiment_summary(x)) << "</p>\n";
     os << "<h3>Plots</h3>\n";
     const auto splits = plot_splits(x);
-    if (splits.empty()) os << "<p class=\"none\">(no policy runs with a threshold to plot)</p>\n";
+    if (splits.empty() && curve_splits(x).empty())
+      os << "<p class=\"none\">(no policy runs with a threshold to plot)</p>\n";
     for (const auto& split : splits)
       for (const auto& plot : sweep_plots(x, split)) os << render_svg(plot);
+    for (const auto& split : curve_splits(x)) os << render_svg(curve_plot(x, split));
     if (const auto cal = calibration_plot(x)) os << render_svg(*cal);
     os << "<p class=\"note\">Dashed lines: single models (their " << html_escape(x.metric)
        << " on the split); vertical bars: the run's interval; rings: the calibrated η.</p>\n";
     os << "<h3>Runs</h3>\n" << render_html(runs_table(x));
+    if (const auto edge = edge_text(x); !edge.empty()) os << "<p class=\"edge\">" << html_escape(edge) << "</p>\n";
+    if (const auto curves = curve_table(x); !curves.header.empty())
+      os << "<h3>Curves (fixed deferral rates)</h3>\n" << render_html(curves);
     const auto all = all_metrics_table(x);
     if (!all.header.empty()) os << "<h3>All metrics</h3>\n" << render_html(all);
     os << "<h3>Calibration curve</h3>\n";
@@ -117,6 +123,11 @@ std::string report_html(const ReportData& data) {
     os << "<p>" << (refs.empty() ? "(no single-model run to compare with)" : "Reference: " + html_escape(refs) + ".")
        << "</p>\n" << render_html(comparison_table(x)) << "<p class=\"note\">" << html_escape(methods_text(x))
        << "</p>\n";
+    os << "<h3>The learned policy against every run</h3>\n";
+    if (const auto text = learned_text(x); text.empty())
+      os << "<p class=\"none\">(no finished run of a policy trained with objective marginal_likelihood)</p>\n";
+    else
+      os << "<p class=\"note\">" << html_escape(text) << "</p>\n" << render_html(learned_comparison_table(x));
     os << "<h3>Where it defers</h3>\n<p class=\"note\">" << html_escape(kDeferralNote)
        << "</p>\n" << render_html(deferral_table(x));
     if (!x.analysis.empty())

@@ -29,7 +29,8 @@ std::string percent(int64_t part, int64_t whole);
 std::string with_ci(double v, double lo, double hi, int decimals = 3);  // "v [lo, hi]"
 std::string metric_text(const ReportRun& r, const std::string& name);
 double metric_value(const ReportRun& r, const std::string& name);  // NaN when absent
-std::string eta_text(const ReportRun& r);
+std::string eta_text(const ReportRun& r);   // "0.3 (calibrated to rate 0.1, at the lowest candidate tried)"
+std::string base_text(const ReportRun& r);  // what decoded as base, "—" when not recorded
 std::string policy_text(const ReportRun& r);
 
 // One table structure, rendered as Markdown or HTML.
@@ -47,6 +48,10 @@ Table runs_table(const ReportExperiment& x);
 Table all_metrics_table(const ReportExperiment& x);
 std::vector<std::pair<std::string, Table>> calibration_tables(const ReportExperiment& x);
 Table comparison_table(const ReportExperiment& x);
+Table learned_comparison_table(const ReportExperiment& x);
+std::string learned_text(const ReportExperiment& x);  // what the learned comparisons are; "" when none
+std::string edge_text(const ReportExperiment& x);     // calibrated runs chosen at an edge; "" when none
+Table curve_table(const ReportExperiment& x);         // curve runs (empty header when there are none)
 Table deferral_table(const ReportExperiment& x);
 Table analysis_table(const ReportExperiment& x);
 std::string best_reference_text(const ReportExperiment& x);
@@ -56,6 +61,8 @@ extern const char* const kDeferralNote;
 extern const char* const kAnalysisNote;
 
 // ---- SVG plots (report_svg.cpp) ----
+// A plot's x range: [0, 1] and any point outside (eta), or fitted to the data from 0 (rates).
+enum class XRange { kUnit, kFitted };
 struct PlotPoint {
   double x = 0, y = 0, lo = kNaN, hi = kNaN;
   bool calibrated = false;
@@ -74,10 +81,13 @@ struct Plot {
   std::string title, x_label, y_label, id;
   std::vector<PlotSeries> series;
   std::vector<PlotReference> references;
+  XRange x_range = XRange::kUnit;
 };
 std::string render_svg(const Plot& plot);
 std::set<std::string> plot_splits(const ReportExperiment& x);  // splits with thresholded policy runs
 std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& split);  // vs eta, vs rate
+std::set<std::string> curve_splits(const ReportExperiment& x);  // splits with curve runs
+Plot curve_plot(const ReportExperiment& x, const std::string& split);  // metric vs measured deferral rate
 std::optional<Plot> calibration_plot(const ReportExperiment& x);
 
 }  // namespace colm::report_detail

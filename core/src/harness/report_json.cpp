@@ -2,7 +2,9 @@
 // scripts. The schema is documented in report.hpp and experiments/README.md.
 #include "harness/report_internal.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace colm {
@@ -13,20 +15,57 @@ using nlohmann::json;
 
 std::string report_json(const ReportData& data) {
   auto number = [](std::optional<double> v) { return v && std::isfinite(*v) ? json(*v) : json(nullptr); };
+  auto text = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
+  auto interval = [&](double lo, double hi) { return json::array({number(lo), number(hi)}); };
   json runs = json::array();
   for (const auto& x : data.experiments) {
-    for (const auto& r : x.runs) {
+    std::map<int64_t, std::vector<const ReportComparison*>> comparisons;  // learned run -> its comparisons
+    for (const auto& c : x.learned_comparisons) comparisons[c.run_id].push_back(&c);
+    // Decoded and teacher-forced runs, in the store's order.
+    std::vector<const ReportRun*> all;
+    for (const auto& r : x.runs) all.push_back(&r);
+    for (const auto& r : x.analysis) all.push_back(&r);
+    std::sort(all.begin(), all.end(), [](const ReportRun* a, const ReportRun* b) { return a->run.id < b->run.id; });
+    for (const auto* r : all) {
       json j = json::object();
+      j["id"] = r->run.id;
       j["experiment"] = x.record.name;
-      j["policy"] = r.run.policy;
-      j["threshold"] = number(r.run.threshold);
-      j["strategy"] = r.run.strategy;
-      j["split"] = r.run.split;
-      j["seed"] = r.run.seed;
+      j["kind"] = text(r->kind);
+      j["policy"] = r->run.policy;
+      j["plugin"] = text(r->plugin);
+      j["rule"] = text(r->rule);
+      j["objective"] = text(r->objective);
+      j["base"] = text(r->base);
+      j["strategy"] = r->run.strategy;
+      j["threshold"] = number(r->run.threshold);
+      j["target_rate"] = number(r->target_rate);
+      j["calibrated"] = r->calibrated;
+      j["calibration_edge"] = text(r->calibration_edge);
+      j["curve"] = r->curve;
+      j["split"] = r->run.split;
+      j["seed"] = r->run.seed;
+      j["status"] = r->run.status;
       json metrics = json::object();
-      for (const auto& [name, m] : r.metrics)
-        metrics[name] = json{{"value", number(m.value)}, {"ci", json::array({number(m.ci_low), number(m.ci_high)})}};
+      for (const auto& [name, m] : r->metrics)
+        metrics[name] = json{{"value", number(m.value)},
+                             {"ci", interval(m.ci_low.value_or(kNaN), m.ci_high.value_or(kNaN))}};
       j["metrics"] = std::move(metrics);
+      json cs = json::array();
+      for (const auto* c : comparisons[r->run.id]) {
+        const auto* other = x.find_run(c->reference_run_id);
+        cs.push_back({{"run", c->reference_run_id},
+                      {"policy", other->run.policy},
+                      {"base", text(other->base)},
+                      {"strategy", other->run.strategy},
+                      {"threshold", number(other->run.threshold)},
+                      {"metric", c->metric},
+                      {"n", c->n},
+                      {"difference", number(c->difference.difference)},
+                      {"ci", interval(c->difference.ci_low, c->difference.ci_high)},
+                      {"p", number(c->difference.p_value)},
+                      {"mcnemar_p", c->mcnemar ? number(c->mcnemar->p_value) : json(nullptr)}});
+      }
+      j["comparisons"] = std::move(cs);
       runs.push_back(std::move(j));
     }
   }

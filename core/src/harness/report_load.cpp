@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "colm/config.hpp"
 #include "colm/hash.hpp"
@@ -35,7 +36,9 @@ struct StoredConfig {
   std::string calibrate_metric;
   std::string base;
   std::vector<std::string> assistants;
-  std::map<std::string, std::string> rules;  // [policies.NAME] rule
+  std::map<std::string, std::string> rules;       // [policies.NAME] rule
+  std::map<std::string, std::string> plugins;     // [policies.NAME] plugin
+  std::map<std::string, std::string> objectives;  // [train.NAME] objective
 };
 
 StoredConfig read_config(const ExperimentRecord& e) {
@@ -56,7 +59,13 @@ StoredConfig read_config(const ExperimentRecord& e) {
     }
     const auto policies = root.sub("policies");
     for (const auto& name : policies.keys())
-      if (policies.is_table(name)) c.rules[name] = policies.sub(name).get_string("rule", "", "rule");
+      if (policies.is_table(name)) {
+        c.rules[name] = policies.sub(name).get_string("rule", "", "rule");
+        c.plugins[name] = policies.sub(name).get_string("plugin", "", "policy plugin");
+      }
+    const auto train = root.sub("train");
+    for (const auto& name : train.keys())
+      if (train.is_table(name)) c.objectives[name] = train.sub(name).get_string("objective", "", "objective");
   } catch (const std::exception& ex) {
     spdlog::warn("[report] experiment '{}': cannot read its stored configuration ({}); using the defaults",
                  e.name, ex.what());
@@ -67,6 +76,60 @@ StoredConfig read_config(const ExperimentRecord& e) {
 json parse_params(const RunRecord& r) {
   auto j = json::parse(r.params_json, nullptr, false);
   return j.is_object() ? j : json::object();
+}
+
+// A string param, else the fallback (older databases, or a value of another type).
+std::string param_string(const json& p, const char* key, const std::string& fallback = "") {
+  const auto it = p.find(key);
+  return it != p.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+std::string lookup(const std::map<std::string, std::string>& m, const std::string& key) {
+  const auto it = m.find(key);
+  return it == m.end() ? "" : it->second;
+}
+
+// What the runner recorded about a run; the stored config fills in what older databases lack.
+void read_params(ReportRun& r, const json& p, const StoredConfig& cfg) {
+  r.kind = param_string(p, "kind");
+  r.calibrated = p.contains("calibrated") && p["calibrated"].is_boolean() ? p["calibrated"].get<bool>()
+                                                                           : p.contains("calibrated_eta");
+  const bool single = r.kind == "single" || r.run.strategy == "single";
+  r.plugin = param_string(p, "plugin", single ? "" : lookup(cfg.plugins, r.run.policy));
+  r.rule = param_string(p, "rule", single ? "" : lookup(cfg.rules, r.run.policy));
+  r.objective = param_string(p, "objective", single ? "" : lookup(cfg.objectives, r.run.policy));
+  r.base = param_string(p, "base", single ? r.run.policy : "");
+  if (p.contains("target_rate") && p["target_rate"].is_number()) r.target_rate = p["target_rate"].get<double>();
+  r.calibration_edge = param_string(p, "calibration_edge");
+  r.curve = p.contains("curve") && p["curve"].is_boolean() && p["curve"].get<bool>();
+  r.learned = r.objective == "marginal_likelihood";
+}
+
+// Paired comparison of run a with reference run b on the examples both scored; nullopt when none.
+std::optional<ReportComparison> compare(const ReportExperiment& x, const ReportRun& a, const ReportRun& b,
+                                        const std::map<std::string, double>& mine,
+                                        const std::map<std::string, double>& ref) {
+  std::vector<double> va, vb;
+  for (const auto& [id, v] : mine) {
+    const auto it = ref.find(id);
+    if (it != ref.end()) va.push_back(v), vb.push_back(it->second);
+  }
+  if (va.empty()) return std::nullopt;
+  ReportComparison c;
+  c.run_id = a.run.id;
+  c.reference_run_id = b.run.id;
+  c.metric = x.metric;
+  c.n = int64_t(va.size());
+  for (size_t i = 0; i < va.size(); ++i) c.policy_mean += va[i], c.reference_mean += vb[i];
+  c.policy_mean /= double(va.size());
+  c.reference_mean /= double(va.size());
+  // Seeded by both runs' identities: the same database gives the same intervals.
+  c.difference = paired_bootstrap(
+      va, vb,
+      BootstrapOptions{x.bootstrap_samples, x.confidence,
+                       seed_from("paired|" + a.run.content_key + "|" + b.run.content_key + "|" + x.metric)});
+  if (is_binary(va) && is_binary(vb)) c.mcnemar = mcnemar_exact(va, vb);
+  return c;
 }
 
 std::string choose_metric(const ReportOptions& o, const StoredConfig& c, const std::vector<ReportRun>& runs) {
@@ -119,13 +182,12 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
     r.run = run;
     for (auto& m : store.metrics(run.id)) r.metrics[m.name] = m;
     auto p = parse_params(run);
-    if (p.value("kind", "") == "teacher_forced") {
-      r.calibrated = p.contains("calibrated_eta");
+    read_params(r, p, cfg);
+    if (r.kind == "teacher_forced") {
       x.analysis.push_back(std::move(r));
       continue;
     }
-    r.single = p.value("kind", "") == "single" || run.strategy == "single";
-    r.calibrated = p.contains("calibrated_eta");
+    r.single = r.kind == "single" || run.strategy == "single";
     if (r.single) {
       r.baseline = true;
       const bool is_base = run.policy == x.source_names[0];
@@ -164,15 +226,17 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
   }
   x.metric = choose_metric(o, cfg, x.runs);
   x.calibration = store.calibration(record.id);
-  if (!o.analysis) return x;
+  if (!o.comparisons && !o.analysis) return x;
 
   // Examples without tokens for every run (counts, paired comparisons).
-  std::map<int64_t, std::vector<ExampleRecord>> examples;
+  std::map<int64_t, std::map<std::string, double>> values;  // run -> example id -> metric
   for (auto& r : x.runs) {
-    auto& ex = examples[r.run.id] = store.examples(r.run.id, false);
+    const auto ex = store.examples(r.run.id, false);
     r.n_examples = int64_t(ex.size());
     for (const auto& e : ex) r.n_tokens += e.n_tokens, r.n_deferred += e.n_deferred;
+    values[r.run.id] = per_example(ex, x.metric);
   }
+  auto comparable = [&](const ReportRun& r) { return r.run.status == "done" && !r.curve; };
 
   // Paired comparisons with the best single model of each split.
   std::set<std::string> splits;
@@ -180,44 +244,48 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
   for (const auto& split : splits) {
     const ReportRun* best = nullptr;
     for (const auto& r : x.runs) {
-      if (!r.baseline || r.run.split != split || r.run.status != "done") continue;
+      if (!r.baseline || r.run.split != split || !comparable(r)) continue;
       const double v = metric_value(r, x.metric);
       if (std::isfinite(v) && (!best || v > metric_value(*best, x.metric))) best = &r;
     }
     if (!best) continue;
-    const auto ref = per_example(examples[best->run.id], x.metric);
     for (const auto& r : x.runs) {
-      if (r.baseline || r.run.split != split || r.run.status != "done") continue;
-      const auto mine = per_example(examples[r.run.id], x.metric);
-      std::vector<double> a, b;
-      for (const auto& [id, v] : mine) {
-        const auto it = ref.find(id);
-        if (it != ref.end()) a.push_back(v), b.push_back(it->second);
-      }
-      if (a.empty()) continue;
-      ReportComparison c;
-      c.run_id = r.run.id;
-      c.reference_run_id = best->run.id;
-      c.metric = x.metric;
-      c.n = int64_t(a.size());
-      for (size_t i = 0; i < a.size(); ++i) c.policy_mean += a[i], c.reference_mean += b[i];
-      c.policy_mean /= double(a.size());
-      c.reference_mean /= double(a.size());
-      // Seeded by both runs' identities: the same database gives the same intervals.
-      c.difference = paired_bootstrap(
-          a, b,
-          BootstrapOptions{x.bootstrap_samples, x.confidence,
-                           seed_from("paired|" + r.run.content_key + "|" + best->run.content_key + "|" + x.metric)});
-      if (is_binary(a) && is_binary(b)) c.mcnemar = mcnemar_exact(a, b);
-      x.comparisons.push_back(std::move(c));
+      if (r.baseline || r.run.split != split || !comparable(r)) continue;
+      if (auto c = compare(x, r, *best, values[r.run.id], values[best->run.id])) x.comparisons.push_back(std::move(*c));
     }
   }
-  examples.clear();
+
+  // The learned policy against every other run of its split. Representatives: its calibrated runs;
+  // where a (policy, split, strategy, base) has none, its best run there.
+  std::map<std::tuple<std::string, std::string, std::string, std::string>, std::vector<const ReportRun*>> groups;
+  for (const auto& r : x.runs)
+    if (r.learned && comparable(r)) groups[{r.run.policy, r.run.split, r.run.strategy, r.base}].push_back(&r);
+  std::vector<const ReportRun*> representatives;
+  for (const auto& [key, runs] : groups) {
+    std::vector<const ReportRun*> calibrated;
+    const ReportRun* best = nullptr;
+    for (const auto* r : runs) {
+      if (r->calibrated) calibrated.push_back(r);
+      if (!best || metric_value(*r, x.metric) > metric_value(*best, x.metric)) best = r;
+    }
+    if (calibrated.empty() && best) calibrated.push_back(best);
+    representatives.insert(representatives.end(), calibrated.begin(), calibrated.end());
+  }
+  std::sort(representatives.begin(), representatives.end(),
+            [](const ReportRun* a, const ReportRun* b) { return a->run.id < b->run.id; });
+  for (const auto* l : representatives)
+    for (const auto& r : x.runs) {
+      if (&r == l || r.run.split != l->run.split || !comparable(r)) continue;
+      if (auto c = compare(x, *l, r, values[l->run.id], values[r.run.id]))
+        x.learned_comparisons.push_back(std::move(*c));
+    }
+  values.clear();
+  if (!o.analysis) return x;
 
   // Representative run per policy for the example outputs: the calibrated run, else the best.
   std::map<std::string, int64_t> showcase_run;
   for (const auto& r : x.runs) {
-    if (r.single || r.run.status != "done") continue;
+    if (r.single || r.curve || r.run.status != "done") continue;
     auto it = showcase_run.find(r.run.policy);
     if (it == showcase_run.end()) {
       showcase_run[r.run.policy] = r.run.id;
@@ -233,7 +301,7 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
 
   // Token traces: where each policy run defers.
   for (const auto& r : x.runs) {
-    if (r.single) continue;
+    if (r.single || r.curve) continue;
     const auto ex = store.examples(r.run.id, true);
     ReportDeferral d;
     d.run_id = r.run.id;

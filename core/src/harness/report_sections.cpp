@@ -2,6 +2,7 @@
 // calibration, comparisons, deferral statistics, the teacher-forced analysis and the summary line.
 #include "harness/report_internal.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -16,18 +17,20 @@ namespace report_detail {
 
 Table runs_table(const ReportExperiment& x) {
   Table t;
-  t.header = {"policy", "η", "strategy", "split", "seed", "status", x.metric + " [95% CI]",
+  t.header = {"policy", "base", "η", "strategy", "split", "seed", "status", x.metric + " [95% CI]",
               "deferral rate [95% CI]", "examples", "tokens", "deferred tokens"};
   if (x.confidence != 0.95) {
     const auto level = printf_text("%.0f%%", 100 * x.confidence);
-    t.header[6] = x.metric + " [" + level + " CI]";
-    t.header[7] = "deferral rate [" + level + " CI]";
+    t.header[7] = x.metric + " [" + level + " CI]";
+    t.header[8] = "deferral rate [" + level + " CI]";
   }
   t.css_class = "runs";
   for (const auto& r : x.runs)
-    t.rows.push_back({policy_text(r), eta_text(r), r.run.strategy, r.run.split, std::to_string(r.run.seed),
-                      r.run.status, metric_text(r, x.metric), metric_text(r, "deferral_rate"),
-                      std::to_string(r.n_examples), std::to_string(r.n_tokens), std::to_string(r.n_deferred)});
+    if (!r.curve)
+      t.rows.push_back({policy_text(r), base_text(r), eta_text(r), r.run.strategy, r.run.split,
+                        std::to_string(r.run.seed), r.run.status, metric_text(r, x.metric),
+                        metric_text(r, "deferral_rate"), std::to_string(r.n_examples), std::to_string(r.n_tokens),
+                        std::to_string(r.n_deferred)});
   return t;
 }
 
@@ -41,6 +44,7 @@ Table all_metrics_table(const ReportExperiment& x) {
   t.header = {"policy", "η", "strategy", "split", "seed"};
   for (const auto& n : names) t.header.push_back(n);
   for (const auto& r : x.runs) {
+    if (r.curve) continue;
     std::vector<std::string> row = {policy_text(r), eta_text(r), r.run.strategy, r.run.split,
                                     std::to_string(r.run.seed)};
     for (const auto& n : names) row.push_back(metric_text(r, n));
@@ -101,6 +105,73 @@ Table comparison_table(const ReportExperiment& x) {
                       c.mcnemar ? std::to_string(c.mcnemar->a_only) + " / " + std::to_string(c.mcnemar->b_only) : "—",
                       c.mcnemar ? p_value_text(c.mcnemar->p_value) : "— (not 0/1)"});
   }
+  return t;
+}
+
+Table learned_comparison_table(const ReportExperiment& x) {
+  Table t;
+  t.header = {"learned policy", "its η", "its base", "other run", "η", "strategy", "base", "split", "n",
+              "learned " + x.metric, "other " + x.metric,
+              "difference [" + printf_text("%.0f%%", 100 * x.confidence) + " CI]", "paired bootstrap p",
+              "McNemar b / c", "McNemar p"};
+  t.css_class = "learned-comparisons";
+  for (const auto& c : x.learned_comparisons) {
+    const auto* l = x.find_run(c.run_id);
+    const auto* r = x.find_run(c.reference_run_id);
+    t.rows.push_back({l->run.policy, eta_text(*l), base_text(*l), policy_text(*r), eta_text(*r), r->run.strategy,
+                      base_text(*r), r->run.split, std::to_string(c.n), num(c.policy_mean), num(c.reference_mean),
+                      with_ci(c.difference.difference, c.difference.ci_low, c.difference.ci_high),
+                      p_value_text(c.difference.p_value),
+                      c.mcnemar ? std::to_string(c.mcnemar->a_only) + " / " + std::to_string(c.mcnemar->b_only) : "—",
+                      c.mcnemar ? p_value_text(c.mcnemar->p_value) : "— (not 0/1)"});
+  }
+  return t;
+}
+
+std::string learned_text(const ReportExperiment& x) {
+  std::set<std::string> learned;
+  for (const auto& c : x.learned_comparisons) learned.insert(x.find_run(c.run_id)->run.policy);
+  if (learned.empty()) return "";
+  std::string names;
+  for (const auto& n : learned) names += (names.empty() ? "" : ", ") + n;
+  return "Learned policy (trained with objective marginal_likelihood): " + names +
+         ". Its calibrated run (else its best run, per split, strategy and base) is paired with every other "
+         "finished run of the same split on the examples both scored; difference = learned − other, with a "
+         "paired bootstrap interval and p-value; McNemar b: only the learned run right, c: only the other. "
+         "Curve runs are not compared here (see the curves).";
+}
+
+std::string edge_text(const ReportExperiment& x) {
+  std::string out;
+  for (const auto& r : x.runs) {
+    if (r.calibration_edge.empty() || r.curve) continue;
+    out += (out.empty() ? "" : "; ") + r.run.policy + " (" + r.run.strategy + ", base " + base_text(r) + ", " +
+           r.run.split + "): η " + (r.run.threshold ? short_num(*r.run.threshold) : std::string("—")) +
+           (r.target_rate ? ", target rate " + short_num(*r.target_rate) : std::string()) + ", the " +
+           r.calibration_edge + " candidate";
+  }
+  if (out.empty()) return "";
+  return "Calibrated at the edge of the candidates tried, so the best point may lie beyond them: " + out + ".";
+}
+
+Table curve_table(const ReportExperiment& x) {
+  std::vector<const ReportRun*> runs;
+  for (const auto& r : x.runs)
+    if (r.curve) runs.push_back(&r);
+  Table t;
+  if (runs.empty()) return t;
+  std::stable_sort(runs.begin(), runs.end(), [](const ReportRun* a, const ReportRun* b) {
+    return std::make_tuple(a->run.split, a->run.policy, a->run.strategy, a->base, a->target_rate.value_or(-1)) <
+           std::make_tuple(b->run.split, b->run.policy, b->run.strategy, b->base, b->target_rate.value_or(-1));
+  });
+  t.header = {"policy", "base", "strategy", "split", "seed", "status", "target rate", "η",
+              "deferral rate [CI]", x.metric + " [CI]"};
+  t.css_class = "curves";
+  for (const auto* r : runs)
+    t.rows.push_back({r->run.policy, base_text(*r), r->run.strategy, r->run.split, std::to_string(r->run.seed),
+                      r->run.status, r->target_rate ? short_num(*r->target_rate) : "—",
+                      r->run.threshold ? short_num(*r->run.threshold) : "—", metric_text(*r, "deferral_rate"),
+                      metric_text(*r, x.metric)});
   return t;
 }
 

@@ -34,10 +34,12 @@ std::string legend_text(const std::string& label) {
 }  // namespace
 
 std::string render_svg(const Plot& plot) {
+  const auto x_range = plot.x_range;
   const double W = 900, H = 380, left = 66, top = 40, right = W - 300, bottom = H - 52;
-  // Ranges: x covers [0, 1] (eta and deferral rates live there) and any point outside; y covers
-  // every point, interval and reference line, widened to whole ticks.
-  double xlo = 0, xhi = 1, ylo = std::numeric_limits<double>::infinity(), yhi = -ylo;
+  // Ranges: x covers [0, 1] (eta lives there) and any point outside, or, fitted, [0, 1.1 x the
+  // largest point] (deferral rates often stay within a few percent); y covers every point, interval
+  // and reference line. Both are widened to whole ticks.
+  double xlo = 0, xhi = x_range == XRange::kUnit ? 1 : 0, ylo = std::numeric_limits<double>::infinity(), yhi = -ylo;
   auto take_y = [&](double v) {
     if (std::isfinite(v)) ylo = std::min(ylo, v), yhi = std::max(yhi, v);
   };
@@ -47,6 +49,11 @@ std::string render_svg(const Plot& plot) {
       take_y(p.y), take_y(p.lo), take_y(p.hi);
     }
   for (const auto& r : plot.references) take_y(r.y);
+  if (x_range == XRange::kFitted) {
+    const double data_xhi = xhi;
+    xhi = xhi > 0 ? xhi * 1.1 : 0.01;
+    if (data_xhi <= 1) xhi = std::min(xhi, 1.0);  // a rate never passes 1
+  }
   if (!std::isfinite(ylo)) ylo = 0, yhi = 1;
   const double data_lo = ylo, data_hi = yhi;
   if (yhi - ylo < 1e-9) ylo -= 0.05, yhi += 0.05;
@@ -160,34 +167,69 @@ std::string render_svg(const Plot& plot) {
   return os.str();
 }
 
-// Colours by policy name, stable across the plots of one experiment.
+// Colours by policy and base (color_key), stable across the plots of one experiment; a calibration
+// row, which names no base, takes its policy's first.
+std::string color_key(const std::string& policy, const std::string& base) { return policy + "\n" + base; }
+
 std::map<std::string, std::string> policy_colors(const ReportExperiment& x) {
   std::map<std::string, std::string> out;
   size_t next = 0;
-  for (const auto& r : x.runs)
-    if (!r.baseline && !out.count(r.run.policy)) out[r.run.policy] = kPalette[next++ % 10];
+  for (const auto& r : x.runs) {
+    const auto key = color_key(r.run.policy, r.base);
+    if (!r.baseline && !out.count(key)) out[key] = kPalette[next++ % 10];
+    if (!r.baseline && !out.count(color_key(r.run.policy, "*"))) out[color_key(r.run.policy, "*")] = out[key];
+  }
   for (const auto& c : x.calibration)
-    if (!out.count(c.policy)) out[c.policy] = kPalette[next++ % 10];
+    if (!out.count(color_key(c.policy, "*"))) out[color_key(c.policy, "*")] = kPalette[next++ % 10];
+  return out;
+}
+
+// Series names: the policy, with the strategy when a plot has several and the base when the policy
+// decodes with several.
+struct SeriesNaming {
+  std::set<std::string> strategies;
+  std::map<std::string, std::set<std::string>> bases;  // policy -> bases
+  void add(const ReportRun& r) {
+    strategies.insert(r.run.strategy);
+    bases[r.run.policy].insert(r.base);
+  }
+  std::string name(const std::string& policy, const std::string& strategy, const std::string& base) const {
+    std::string out = policy;
+    const auto it = bases.find(policy);
+    if (it != bases.end() && it->second.size() > 1) out += " [base " + (base.empty() ? "—" : base) + "]";
+    if (strategies.size() > 1) out += " (" + strategy + ")";
+    return out;
+  }
+};
+
+std::vector<PlotReference> single_references(const ReportExperiment& x, const std::string& split) {
+  std::map<std::string, std::vector<const ReportRun*>> references;  // label -> runs
+  for (const auto& r : x.runs)
+    if (r.baseline && !r.curve && r.run.split == split && r.run.status == "done" &&
+        std::isfinite(metric_value(r, x.metric)))
+      references[r.run.policy + " (" + r.baseline_label + ")"].push_back(&r);
+  std::vector<PlotReference> out;
+  for (const auto& [label, runs] : references) {
+    double y = 0;
+    for (const auto* r : runs) y += metric_value(*r, x.metric);
+    out.push_back({label, y / double(runs.size())});
+  }
   return out;
 }
 
 // The sweep plots of one split: metric against eta and against the deferral rate.
 std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& split) {
   const auto colors = policy_colors(x);
-  std::set<std::string> strategies;
+  SeriesNaming naming;
   for (const auto& r : x.runs)
-    if (!r.baseline && r.run.split == split) strategies.insert(r.run.strategy);
-  // (policy, strategy) -> eta -> runs at that eta (several seeds are averaged).
-  std::map<std::pair<std::string, std::string>, std::map<double, std::vector<const ReportRun*>>> groups;
+    if (!r.baseline && !r.curve && r.run.split == split) naming.add(r);
+  // (policy, strategy, base) -> eta -> runs at that eta (several seeds are averaged).
+  std::map<std::tuple<std::string, std::string, std::string>, std::map<double, std::vector<const ReportRun*>>> groups;
   for (const auto& r : x.runs) {
-    if (r.baseline || r.run.split != split || !r.run.threshold || r.run.status != "done") continue;
+    if (r.baseline || r.curve || r.run.split != split || !r.run.threshold || r.run.status != "done") continue;
     if (!std::isfinite(metric_value(r, x.metric))) continue;
-    groups[{r.run.policy, r.run.strategy}][*r.run.threshold].push_back(&r);
+    groups[{r.run.policy, r.run.strategy, r.base}][*r.run.threshold].push_back(&r);
   }
-  std::map<std::string, std::vector<const ReportRun*>> references;  // label -> runs
-  for (const auto& r : x.runs)
-    if (r.baseline && r.run.split == split && r.run.status == "done" && std::isfinite(metric_value(r, x.metric)))
-      references[r.run.policy + " (" + r.baseline_label + ")"].push_back(&r);
 
   Plot by_eta, by_rate;
   by_eta.id = "plot-" + x.record.name + "-" + split + "-eta";
@@ -197,10 +239,12 @@ std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& spli
   by_eta.x_label = "deferral threshold η";
   by_rate.x_label = "deferral rate (assistant tokens / tokens)";
   by_eta.y_label = by_rate.y_label = x.metric;
+  by_rate.x_range = XRange::kFitted;
   for (const auto& [key, by_threshold] : groups) {
     PlotSeries se, sr;
-    se.name = sr.name = strategies.size() > 1 ? key.first + " (" + key.second + ")" : key.first;
-    se.color = sr.color = colors.at(key.first);
+    const auto& [policy, strategy, base] = key;
+    se.name = sr.name = naming.name(policy, strategy, base);
+    se.color = sr.color = colors.at(color_key(policy, base));
     for (const auto& [eta, runs] : by_threshold) {
       double y = 0, rate = 0;
       bool calibrated = false;
@@ -233,13 +277,58 @@ std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& spli
     by_eta.series.push_back(se);
     by_rate.series.push_back(sr);
   }
-  for (const auto& [label, runs] : references) {
-    double y = 0;
-    for (const auto* r : runs) y += metric_value(*r, x.metric);
-    by_eta.references.push_back({label, y / double(runs.size())});
-  }
-  by_rate.references = by_eta.references;
+  by_eta.references = by_rate.references = single_references(x, split);
   return {by_eta, by_rate};
+}
+
+// The paper's figure: each policy's curve runs (fixed deferral rates on this split), the metric
+// against the deferral rate each run measured.
+Plot curve_plot(const ReportExperiment& x, const std::string& split) {
+  const auto colors = policy_colors(x);
+  SeriesNaming naming;
+  std::map<std::tuple<std::string, std::string, std::string>, std::vector<const ReportRun*>> groups;
+  for (const auto& r : x.runs) {
+    if (!r.curve || r.run.split != split || r.run.status != "done") continue;
+    if (!std::isfinite(metric_value(r, x.metric)) || !std::isfinite(metric_value(r, "deferral_rate"))) continue;
+    naming.add(r);
+    groups[{r.run.policy, r.run.strategy, r.base}].push_back(&r);
+  }
+  Plot plot;
+  plot.id = "plot-" + x.record.name + "-" + split + "-curve";
+  plot.title = x.record.name + " (" + split + "): " + x.metric + " against deferral rate, at fixed rates";
+  plot.x_label = "deferral rate measured (assistant tokens / tokens)";
+  plot.y_label = x.metric;
+  plot.x_range = XRange::kFitted;
+  for (const auto& [key, runs] : groups) {
+    const auto& [policy, strategy, base] = key;
+    PlotSeries s;
+    s.name = naming.name(policy, strategy, base);
+    const auto color = colors.find(color_key(policy, base));
+    s.color = color != colors.end() ? color->second : kPalette[plot.series.size() % 10];
+    for (const auto* r : runs) {
+      const auto& m = r->metrics.at(x.metric);
+      PlotPoint p;
+      p.x = metric_value(*r, "deferral_rate");
+      p.y = m.value;
+      p.lo = m.ci_low.value_or(kNaN), p.hi = m.ci_high.value_or(kNaN);
+      p.note = s.name + ": target rate " + (r->target_rate ? short_num(*r->target_rate) : std::string("—")) +
+               ", measured " + num(p.x) + ", η = " +
+               (r->run.threshold ? short_num(*r->run.threshold) : std::string("—")) + ", " + x.metric + " = " +
+               with_ci(p.y, p.lo, p.hi) + ", seed " + std::to_string(r->run.seed);
+      s.points.push_back(p);
+    }
+    std::stable_sort(s.points.begin(), s.points.end(), [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
+    plot.series.push_back(std::move(s));
+  }
+  plot.references = single_references(x, split);
+  return plot;
+}
+
+std::set<std::string> curve_splits(const ReportExperiment& x) {
+  std::set<std::string> out;
+  for (const auto& r : x.runs)
+    if (r.curve) out.insert(r.run.split);
+  return out;
 }
 
 // The calibration curves on the validation split (one series per policy and strategy).
@@ -250,7 +339,8 @@ std::optional<Plot> calibration_plot(const ReportExperiment& x) {
   std::string metric;
   for (const auto& c : x.calibration) {
     strategies.insert(c.strategy);
-    if (c.metric != "deferral_rate" && (metric.empty() || c.metric == x.metric)) metric = c.metric;
+    if (c.metric != "deferral_rate" && c.metric != "target_rate" && (metric.empty() || c.metric == x.metric))
+      metric = c.metric;
   }
   if (metric.empty()) metric = "deferral_rate";
   Plot plot;
@@ -264,7 +354,7 @@ std::optional<Plot> calibration_plot(const ReportExperiment& x) {
     splits.insert(c.split);
     auto& s = series[{c.policy, c.strategy, c.split}];
     s.name = c.policy + (strategies.size() > 1 ? " (" + c.strategy + ")" : "");
-    s.color = colors.at(c.policy);
+    s.color = colors.at(color_key(c.policy, "*"));
     PlotPoint p;
     p.x = c.threshold;
     p.y = c.value;
@@ -286,7 +376,7 @@ std::optional<Plot> calibration_plot(const ReportExperiment& x) {
 std::set<std::string> plot_splits(const ReportExperiment& x) {
   std::set<std::string> out;
   for (const auto& r : x.runs)
-    if (!r.baseline && r.run.threshold) out.insert(r.run.split);
+    if (!r.baseline && !r.curve && r.run.threshold) out.insert(r.run.split);
   return out;
 }
 

@@ -113,8 +113,14 @@ double metric_value(const ReportRun& r, const std::string& name) {
 }
 std::string eta_text(const ReportRun& r) {
   if (!r.run.threshold) return "—";
-  return short_num(*r.run.threshold) + (r.calibrated ? " (calibrated)" : "");
+  std::string notes;
+  auto note = [&](const std::string& n) { notes += (notes.empty() ? "" : ", ") + n; };
+  if (r.calibrated) note(r.target_rate ? "calibrated to rate " + short_num(*r.target_rate) : "calibrated");
+  else if (r.target_rate) note("rate " + short_num(*r.target_rate));
+  if (!r.calibration_edge.empty()) note("at the " + r.calibration_edge + " candidate tried");
+  return short_num(*r.run.threshold) + (notes.empty() ? "" : " (" + notes + ")");
 }
+std::string base_text(const ReportRun& r) { return r.base.empty() ? "—" : r.base; }
 std::string policy_text(const ReportRun& r) {
   return r.baseline ? r.run.policy + " — " + r.baseline_label : r.run.policy;
 }
