@@ -222,7 +222,7 @@ std::vector<Plot> sweep_plots(const ReportExperiment& x, const std::string& spli
   const auto colors = policy_colors(x);
   SeriesNaming naming;
   for (const auto& r : x.runs)
-    if (!r.baseline && !r.curve && r.run.split == split) naming.add(r);
+    if (!r.baseline && !r.curve && r.run.threshold && r.run.split == split) naming.add(r);  // not combinations
   // (policy, strategy, base) -> eta -> runs at that eta (several seeds are averaged).
   std::map<std::tuple<std::string, std::string, std::string>, std::map<double, std::vector<const ReportRun*>>> groups;
   for (const auto& r : x.runs) {
