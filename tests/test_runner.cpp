@@ -694,3 +694,31 @@ TEST_CASE("matched rates and analyses are validated before any work", "[runner][
   check(kTiny + "\n[analysis]\npolicies = []\n", "empty list");
   check(replace_all(kTiny, "role = \"assistant\"", "role = \"helper\""), "'helper' is not one of");
 }
+
+TEST_CASE("colm run --jobs 2 writes the same runs, metrics and calibrations as --jobs 1", "[runner][jobs]") {
+  const auto dir1 = test::temp_dir("colm-jobs1"), dir2 = test::temp_dir("colm-jobs2");
+  const auto db1 = dir1 + "/results.db", db2 = dir2 + "/results.db";
+  const auto toml1 = write_experiment(dir1, db1), toml2 = write_experiment(dir2, db2);
+  // Each worker of --jobs 2 gets half of COLM_THREADS: 2 threads, as the single process has.
+  const auto bin = test::colm_binary() + " --log-level warn";
+  std::string out;
+  REQUIRE(test::run_command("COLM_THREADS=2 " + bin + " run " + toml1 + " --jobs 1", &out) == 0);
+  REQUIRE(test::run_command("COLM_THREADS=4 " + bin + " run " + toml2 + " --jobs 2", &out) == 0);
+  CHECK_THAT(out, Catch::Contains(std::to_string(kRuns) + " runs done, 0 failed, 0 not finished, by 2 workers"));
+  CHECK(snapshot(db1) == snapshot(db2));
+  auto s1 = ResultsStore::open(db1), s2 = ResultsStore::open(db2);
+  auto rows = [](ResultsStore& s) {
+    std::multiset<std::string> out;
+    for (const auto& c : s.calibration(s.experiments().front().id))
+      out.insert(c.policy + " " + c.strategy + " " + num(c.threshold) + " " + c.metric + " " + num(c.value) + " " +
+                 std::to_string(c.chosen));
+    return out;
+  };
+  CHECK(rows(s1) == rows(s2));
+  CHECK(rows(s1).size() == 8);  // 2 policies x 2 eta x (accuracy, deferral_rate)
+  // A rerun with workers finds everything done.
+  REQUIRE(test::run_command("COLM_THREADS=4 " + bin + " run " + toml2 + " --jobs 2", &out) == 0);
+  CHECK(snapshot(db1) == snapshot(db2));
+  CHECK(test::run_command(bin + " run " + toml2 + " --jobs 0") == 2);
+  CHECK(test::run_command(bin + " run " + toml2 + " --stage bake") == 2);
+}

@@ -1,5 +1,12 @@
-// `colm run EXPERIMENT.toml [--dry-run] [--set k=v ...] [--shard i/n]`: validates the experiment
-// (every key, every plugin, checkpoints, vocabularies) before any work, then runs its stages.
+// `colm run EXPERIMENT.toml [--dry-run] [--set k=v ...] [--shard i/n] [--stage S] [--jobs N|auto]`:
+// validates the experiment (every key, every plugin, checkpoints, vocabularies) before any work, then
+// runs its stages, in this process or in N worker processes that split the cores.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -9,11 +16,73 @@
 #include "harness/experiment.hpp"
 #include "plugin/registry.hpp"
 #include "harness/runner.hpp"
+#include "colm/runtime.hpp"
+
+extern char** environ;
 
 namespace colm::cli {
 namespace {
 
 namespace po = boost::program_options;
+
+// Runs `args` (argv[0] included) with COLM_THREADS=threads added to the environment; returns the pid.
+pid_t spawn_worker(const std::vector<std::string>& args, int threads) {
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e; ++e)
+    if (std::string(*e).rfind("COLM_THREADS=", 0) != 0) env_text.emplace_back(*e);
+  env_text.push_back("COLM_THREADS=" + std::to_string(threads));
+  std::vector<char*> argv, envp;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env_text) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
+  if (rc != 0) throw Error(std::string("colm run --jobs: cannot start a worker: ") + std::strerror(rc));
+  return pid;
+}
+
+// `--jobs auto`: one worker per usable core while every expert is small enough that intra-op threads
+// gain little (measured: the default experiment's 0.9M-parameter models), else one process.
+int auto_jobs(const LoadedExperiment& loaded, int threads, size_t runs) {
+  int64_t largest = 0;
+  for (const auto& [name, info] : loaded.expert_info) largest = std::max(largest, info.num_parameters);
+  if (largest > 50'000'000) return 1;
+  return std::max(1, std::min<int>(threads, int(std::max<size_t>(1, runs))));
+}
+
+// The stages after training, each split across `jobs` worker processes (this process trained).
+// Workers are this binary with the same arguments, a shard of this process's shard and their share
+// of the threads; the results store (SQLite, WAL) takes their writes. Returns false when a worker failed.
+bool run_in_workers(const std::vector<std::string>& base_args, int jobs, int threads, const ShardSpec& shard) {
+  const int per_worker = std::max(1, threads / jobs);
+  spdlog::info("[run] {} worker processes, {} torch thread{} each", jobs, per_worker, per_worker == 1 ? "" : "s");
+  bool ok = true;
+  for (const char* stage : {"calibrate", "sweep"}) {
+    std::vector<pid_t> pids;
+    for (int j = 0; j < jobs; ++j) {
+      auto args = base_args;
+      // Worker j of shard s/n takes runs s + j*n (mod n*jobs): the shards of all processes partition the runs.
+      args.insert(args.end(), {"--stage", stage, "--shard",
+                               std::to_string(shard.index + j * shard.count) + "/" +
+                                   std::to_string(shard.count * jobs)});
+      pids.push_back(spawn_worker(args, per_worker));
+    }
+    for (pid_t pid : pids) {
+      int status = 0;
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        ok = false;
+        spdlog::error("[run] worker {} ({} stage) {}", pid, stage,
+                      WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                        : "was killed by signal " + std::to_string(WTERMSIG(status)));
+      }
+    }
+    if (!ok) break;
+  }
+  return ok;
+}
 
 int run_command(const std::vector<std::string>& args, const GlobalOptions& global) {
   po::options_description desc(
@@ -23,13 +92,19 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
       "validation split, sweep on the test split. Finished runs are skipped; an interrupted run\n"
       "resumes example by example.\n\noptions");
   std::vector<std::string> overrides;
-  std::string shard = "0/1";
+  std::string shard = "0/1", stage = "all", jobs_text = "1";
   desc.add_options()("help,h", "this help")(
       "dry-run", "validate and print the expanded runs without executing anything")(
       "set", po::value<std::vector<std::string>>(&overrides)->composing(),
       "override a key, e.g. --set sweep.eta=[0.2,0.4] (repeatable)")(
       "shard", po::value<std::string>(&shard)->default_value("0/1"),
       "run only runs i, i+n, i+2n, ... of the expanded list (i/n, 0-based), e.g. a Slurm array task")(
+      "stage", po::value<std::string>(&stage)->default_value("all"),
+      "run the stages up to this one: prepare, train, calibrate (the shard then splits the calibrations), "
+      "sweep or all")(
+      "jobs", po::value<std::string>(&jobs_text)->default_value("1"),
+      "N or auto: calibrate and sweep in N worker processes that split the threads (auto: one per thread "
+      "when the models are small); results are the same as with 1")(
       "experiment", po::value<std::string>(), "the experiment TOML file");
   po::positional_options_description pos;
   pos.add("experiment", 1);
@@ -40,10 +115,20 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
     return 2;
   }
   ShardSpec sh;
+  int jobs = 0;  // 0: auto
   try {
     sh = parse_shard(shard);
+    parse_stage(stage);
+    if (jobs_text != "auto") {
+      size_t used = 0;
+      jobs = std::stoi(jobs_text, &used);
+      if (used != jobs_text.size() || jobs < 1) throw std::invalid_argument("");
+    }
   } catch (const Error& e) {
     std::cerr << "colm run: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception&) {
+    std::cerr << "colm run: --jobs '" << jobs_text << "': expected a number >= 1 or auto\n";
     return 2;
   }
 
@@ -74,6 +159,31 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   }
   RunnerOptions ro;
   ro.shard = sh;
+  ro.stage = stage;
+  const int threads = torch_threads();
+  if (jobs == 0) jobs = auto_jobs(loaded, threads, runs.size());
+  if (jobs > 1 && (stage == "all" || stage == "sweep")) {
+    // Prepare and train here once; then the workers share the artifacts and the store.
+    ro.stage = "train";
+    run_experiment(spec, loaded, runs, registry, ro);
+    std::vector<std::string> args = {global.argv0, "--log-level", global.log_level};
+    for (const auto& d : global.plugin_dirs) args.insert(args.end(), {"--plugin-dir", d});
+    args.insert(args.end(), {"run", path, "--jobs", "1"});
+    for (const auto& o : overrides) args.insert(args.end(), {"--set", o});
+    const bool ok = run_in_workers(args, jobs, threads, sh);
+    auto store = ResultsStore::open(spec.database);
+    int64_t done = 0, failed = 0, pending = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (!in_shard(i, sh)) continue;
+      const auto r = store.find_run(runs[i].key);
+      if (r && r->status == "done") ++done;
+      else if (r && r->status == "failed") ++failed;
+      else ++pending;
+    }
+    std::cout << "experiment " << spec.name << ": " << done << " runs done, " << failed << " failed, " << pending
+              << " not finished, by " << jobs << " workers; results in " << spec.database << "\n";
+    return ok && failed == 0 && pending == 0 ? 0 : 1;
+  }
   const auto summary = run_experiment(spec, loaded, runs, registry, ro);
   std::cout << "experiment " << spec.name << ": " << summary.runs_done << " runs done, " << summary.runs_skipped
             << " already finished, " << summary.runs_failed << " failed; " << summary.examples_decoded

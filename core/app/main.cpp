@@ -1,6 +1,8 @@
 // colm's entry point: global options (--help, --version, --log-level, --plugin-dir), then one
 // command from the table in cli.hpp; --log-level and --plugin-dir may also follow the command.
 // Each command lives in its own cmd_*.cpp.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -65,9 +67,21 @@ bool take_global_option(const std::vector<std::string>& args, size_t& i, colm::c
   return false;
 }
 
+// OpenMP threads (Torch's intra-op pool, OpenBLAS) that finish a parallel region spin-wait for the
+// next one by default. Next to another process on the same cores (a second shard, a build) the
+// spinning starves both (measured: two shards 7.3x slower than one process). The OpenMP runtime reads
+// its wait policy when it is loaded, before main(): set PASSIVE and start again, once. A policy the
+// user set wins.
+void set_openmp_wait_policy(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the default policy
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  set_openmp_wait_policy(argv);
   colm::cli::GlobalOptions global;
   global.argv0 = argv[0];
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -21,6 +21,7 @@
 
 #include "colm/api.hpp"
 #include "colm/hash.hpp"
+#include "harness/stats.hpp"
 #include "method/decode.hpp"
 #include "plugin/registry.hpp"
 #include "method/train.hpp"
@@ -43,6 +44,12 @@ ShardSpec parse_shard(const std::string& text) {
   }
   if (s.count < 1 || s.index < 0 || s.index >= s.count) throw Error("--shard '" + text + "': need 0 <= i < n");
   return s;
+}
+
+std::string parse_stage(const std::string& text) {
+  for (const char* s : {"all", "prepare", "train", "calibrate", "sweep"})
+    if (text == s) return text;
+  throw Error("--stage '" + text + "': expected all, prepare, train, calibrate or sweep");
 }
 
 bool in_shard(size_t run_index, const ShardSpec& shard) {
@@ -289,44 +296,7 @@ double eta_for_rate(const std::vector<CalibrationPoint>& curve, double target_ra
 
 namespace {
 
-// SplitMix64: a tiny counter-based generator whose stream is the same on every platform (the
-// standard distributions are not), so intervals are reproducible bit for bit.
-struct SplitMix {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  size_t index(size_t n) { return size_t(double(next() >> 11) * 0x1.0p-53 * double(n)); }
-};
-
 uint64_t hash64(const std::string& text) { return std::stoull(sha1_hex(text).substr(0, 16), nullptr, 16); }
-
-// Linear interpolation between order statistics of sorted values, q in [0, 1].
-double quantile(const std::vector<double>& sorted, double q) {
-  const double pos = q * double(sorted.size() - 1);
-  const auto lo = size_t(std::floor(pos));
-  const auto hi = std::min(lo + 1, sorted.size() - 1);
-  return sorted[lo] + (pos - double(lo)) * (sorted[hi] - sorted[lo]);
-}
-
-// Percentile bootstrap of a statistic of n items: stat(indices) for `samples` resamples.
-template <class Stat>
-std::pair<double, double> bootstrap(size_t n, int64_t samples, double confidence, uint64_t seed, Stat stat) {
-  SplitMix rng{seed};
-  std::vector<double> values;
-  values.reserve(size_t(samples));
-  std::vector<size_t> idx(n);
-  for (int64_t b = 0; b < samples; ++b) {
-    for (auto& i : idx) i = rng.index(n);
-    values.push_back(stat(idx));
-  }
-  std::sort(values.begin(), values.end());
-  const double tail = (1 - confidence) / 2;
-  return {quantile(values, tail), quantile(values, 1 - tail)};
-}
 
 }  // namespace
 
@@ -346,12 +316,12 @@ std::vector<MetricRecord> summarize_examples(const std::vector<ExampleRecord>& e
     for (double x : v) sum += x;
     r.value = sum / double(v.size());
     if (samples > 0) {
-      const auto [lo, hi] = bootstrap(v.size(), samples, confidence, seed ^ hash64(name), [&](const auto& idx) {
+      const auto e = bootstrap_statistic(v.size(), [&](const std::vector<size_t>& idx) {
         double s = 0;
         for (size_t i : idx) s += v[i];
         return s / double(idx.size());
-      });
-      r.ci_low = lo, r.ci_high = hi;
+      }, BootstrapOptions{samples, confidence, seed ^ hash64(name)});
+      r.ci_low = e.ci_low, r.ci_high = e.ci_high;
     }
     out[name] = r;
   }
@@ -368,8 +338,8 @@ std::vector<MetricRecord> summarize_examples(const std::vector<ExampleRecord>& e
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
   rate.value = ratio(all);
   if (samples > 0 && !examples.empty()) {
-    const auto [lo, hi] = bootstrap(examples.size(), samples, confidence, seed ^ hash64(rate.name), ratio);
-    rate.ci_low = lo, rate.ci_high = hi;
+    const auto e = bootstrap_statistic(examples.size(), ratio, BootstrapOptions{samples, confidence, seed ^ hash64(rate.name)});
+    rate.ci_low = e.ci_low, rate.ci_high = e.ci_high;
   }
   out[rate.name] = rate;
 
@@ -674,9 +644,11 @@ CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_
     }
     res.edge.push_back(edge);
     if (!edge.empty())
-      spdlog::warn("[runner] calibrate: policy '{}' ({}): the best candidate is the one with the {} deferral rate "
-                   "tried (eta {:.4g}, rate {:.4f}); the optimum may lie beyond: widen [calibrate] {}", policy,
-                   strategy, edge, chosen->eta, chosen->deferral_rate, cal.rates.empty() ? "eta" : "rates");
+      spdlog::warn("[runner] calibrate: policy '{}' ({}): the best candidate is the {} tried (eta {:.4g}, measured "
+                   "rate {:.4f}); the optimum may lie beyond: widen [calibrate] {}", policy, strategy,
+                   cal.rates.empty() ? (edge == "lowest" ? "largest eta" : "smallest eta")
+                                     : (edge == "lowest" ? "lowest target rate" : "highest target rate"),
+                   chosen->eta, chosen->deferral_rate, cal.rates.empty() ? "eta" : "rates");
   } else {
     for (double rate : cal.target_rates) res.chosen.push_back(eta_for_rate(res.curve, rate)), res.edge.push_back("");
   }
@@ -710,34 +682,48 @@ CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_
   return res;
 }
 
+std::vector<std::pair<std::string, std::string>> needed_calibrations(const ExperimentSpec& spec,
+                                                                     const std::vector<RunSpec>& runs,
+                                                                     const ResultsStore& store) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!spec.calibrate) return out;
+  auto need = [&](const RunSpec& r, const std::pair<std::string, std::string>& key) {
+    if (std::find(out.begin(), out.end(), key) != out.end()) return;
+    const auto stored = store.find_run(r.key);
+    if (stored && stored->status == "done") return;
+    out.push_back(key);
+  };
+  for (const auto& r : runs) {
+    if (r.kind == "single" || r.kind == "combine" || !r.calibrated) continue;
+    // A teacher-forced analysis uses the eta calibrated for the sweep's first strategy.
+    need(r, {r.policy, r.kind == "teacher_forced" ? spec.sweep.strategies.front() : r.strategy});
+  }
+  // Runs whose rate is matched to another policy need that policy's calibration.
+  for (const auto& r : runs) {
+    if (r.kind != "policy" || spec.policy(r.policy).match_rate.empty()) continue;
+    need(r, {spec.policy(r.policy).match_rate, r.strategy});
+  }
+  return out;
+}
+
 std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage(
     const ExperimentSpec& spec, RunContext& context, ResultsStore& store, int64_t experiment_id,
     const std::vector<RunSpec>& runs, const RunnerOptions& options, RunSummary* summary) {
   std::map<std::pair<std::string, std::string>, CalibrationResult> out;
-  if (!spec.calibrate) return out;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const auto& r = runs[i];
-    if (!in_shard(i, options.shard) || r.kind == "single" || r.kind == "combine" || !r.calibrated) continue;
-    // A teacher-forced analysis uses the eta calibrated for the sweep's first strategy.
-    const auto key = std::make_pair(r.policy, r.kind == "teacher_forced" ? spec.sweep.strategies.front() : r.strategy);
-    if (out.count(key)) continue;
-    const auto stored = store.find_run(r.key);
-    if (stored && stored->status == "done") continue;
+  if (options.stage == "calibrate") {
+    // This shard's share of every calibration the experiment needs (its points are stored artifacts:
+    // the sweep stage of any shard then finds them).
+    const auto pairs = needed_calibrations(spec, runs, store);
+    for (size_t i = 0; i < pairs.size(); ++i)
+      if (in_shard(i, options.shard))
+        out[pairs[i]] = context.calibrate(store, experiment_id, pairs[i].first, pairs[i].second, summary);
+    return out;
+  }
+  std::vector<RunSpec> mine;
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (in_shard(i, options.shard)) mine.push_back(runs[i]);
+  for (const auto& key : needed_calibrations(spec, mine, store))
     out[key] = context.calibrate(store, experiment_id, key.first, key.second, summary);
-  }
-  // Runs whose rate is matched to another policy need that policy's calibration (its points are
-  // stored artifacts: recomputed only when missing).
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const auto& r = runs[i];
-    if (!in_shard(i, options.shard) || r.kind != "policy") continue;
-    const auto& match = spec.policy(r.policy).match_rate;
-    if (match.empty()) continue;
-    const auto key = std::make_pair(match, r.strategy);
-    if (out.count(key)) continue;
-    const auto stored = store.find_run(r.key);
-    if (stored && stored->status == "done") continue;
-    out[key] = context.calibrate(store, experiment_id, match, r.strategy, summary);
-  }
   return out;
 }
 
@@ -817,6 +803,13 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
       }
       eta = cal.chosen.at(which);
       if (!cal.edge.at(which).empty()) params["calibration_edge"] = cal.edge.at(which);
+      // By rate: the target rate of the candidate chosen (the lowest, when candidates share the eta).
+      if (!run.target_rate) {
+        std::optional<double> chosen_rate;
+        for (const auto& p : cal.curve)
+          if (p.eta == eta && p.target_rate && (!chosen_rate || *p.target_rate < *chosen_rate)) chosen_rate = p.target_rate;
+        if (chosen_rate) params["target_rate"] = *chosen_rate;
+      }
     }
     params["calibrated_eta"] = eta;
   }
@@ -898,14 +891,23 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
 RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, const std::vector<RunSpec>& runs,
                           const Registry& registry, const RunnerOptions& options) {
   RunSummary summary;
+  parse_stage(options.stage);
   prepare_experts(spec, loaded, registry);
+  if (options.stage == "prepare") return summary;
   auto base_dirs = train_policies(spec, loaded, registry);
+  if (options.stage == "train") return summary;
 
   auto store = ResultsStore::open(spec.database);
   const auto git = git_revision(spec.file);
   const auto experiment_id = store.ensure_experiment(spec.name, spec.root.to_toml(), git, core_build_info().version);
   RunContext context(spec, loaded, registry, std::move(base_dirs));
   const auto calibrations = calibrate_stage(spec, context, store, experiment_id, runs, options, &summary);
+  if (options.stage == "calibrate") {
+    spdlog::info("[runner] {}: calibrate stage of shard {}/{}: {} calibrations, {} points decoded ({} reused)",
+                 spec.name, options.shard.index, options.shard.count, calibrations.size(),
+                 summary.calibration_points, summary.calibration_reused);
+    return summary;
+  }
 
   SweepEnv env{spec, context, store, experiment_id, git, plugin_fingerprints(spec, loaded).dump(), calibrations};
   for (size_t i = 0; i < runs.size(); ++i)

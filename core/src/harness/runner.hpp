@@ -27,7 +27,14 @@ bool in_shard(size_t run_index, const ShardSpec& shard);
 
 struct RunnerOptions {
   ShardSpec shard;
+  // "all" (default), or the stages up to one of them: "prepare" (experts), "train" (policies, after
+  // prepare), "calibrate" (after train; the shard splits the calibrations of the whole experiment,
+  // each (policy, strategy) to one shard, instead of the runs), "sweep" (calibrations reused or
+  // made, then this shard's runs: the same as "all").
+  std::string stage = "all";
 };
+// "all", "prepare", "train", "calibrate" or "sweep"; anything else is a colm::Error listing them.
+std::string parse_stage(const std::string& text);
 
 struct RunSummary {
   int64_t runs_done = 0;             // finished by this call
@@ -135,6 +142,10 @@ class RunContext {
 
 // Stage "calibrate" for the runs of this shard that need it and are not finished (each (policy,
 // strategy) once). Only the calibration split is read. Returns the results by (policy, strategy).
+// Every (policy, strategy) calibration the unfinished runs need, in a stable order.
+std::vector<std::pair<std::string, std::string>> needed_calibrations(const ExperimentSpec& spec,
+                                                                     const std::vector<RunSpec>& runs,
+                                                                     const ResultsStore& store);
 std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage(
     const ExperimentSpec& spec, RunContext& context, ResultsStore& store, int64_t experiment_id,
     const std::vector<RunSpec>& runs, const RunnerOptions& options, RunSummary* summary);
