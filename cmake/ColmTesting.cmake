@@ -14,6 +14,7 @@ function(colm_add_test name)
   add_dependencies(${name} colm_plugins)
   catch_discover_tests(${name}
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
-    PROPERTIES SKIP_REGULAR_EXPRESSION "${COLM_TEST_SKIP_MARKER}"
+    # OpenMP threads sleep between parallel regions: CTest runs test processes side by side (-j).
+    PROPERTIES SKIP_REGULAR_EXPRESSION "${COLM_TEST_SKIP_MARKER}" ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE"
     DISCOVERY_TIMEOUT 60)
 endfunction()

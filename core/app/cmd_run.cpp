@@ -51,14 +51,14 @@ int auto_jobs(const LoadedExperiment& loaded, int threads, size_t runs) {
   return std::max(1, std::min<int>(threads, int(std::max<size_t>(1, runs))));
 }
 
-// The stages after training, each split across `jobs` worker processes (this process trained).
+// Training, calibration and the sweep, each split across `jobs` worker processes.
 // Workers are this binary with the same arguments, a shard of this process's shard and their share
 // of the threads; the results store (SQLite, WAL) takes their writes. Returns false when a worker failed.
 bool run_in_workers(const std::vector<std::string>& base_args, int jobs, int threads, const ShardSpec& shard) {
   const int per_worker = std::max(1, threads / jobs);
   spdlog::info("[run] {} worker processes, {} torch thread{} each", jobs, per_worker, per_worker == 1 ? "" : "s");
   bool ok = true;
-  for (const char* stage : {"calibrate", "sweep"}) {
+  for (const char* stage : {"train", "calibrate", "sweep"}) {
     std::vector<pid_t> pids;
     for (int j = 0; j < jobs; ++j) {
       auto args = base_args;
@@ -103,8 +103,8 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
       "run the stages up to this one: prepare, train, calibrate (the shard then splits the calibrations), "
       "sweep or all")(
       "jobs", po::value<std::string>(&jobs_text)->default_value("1"),
-      "N or auto: calibrate and sweep in N worker processes that split the threads (auto: one per thread "
-      "when the models are small); results are the same as with 1")(
+      "N or auto: train, calibrate and sweep in N worker processes that split the threads (auto: one per "
+      "thread when the models are small); results are the same as with 1")(
       "experiment", po::value<std::string>(), "the experiment TOML file");
   po::positional_options_description pos;
   pos.add("experiment", 1);
@@ -163,9 +163,8 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   const int threads = torch_threads();
   if (jobs == 0) jobs = auto_jobs(loaded, threads, runs.size());
   if (jobs > 1 && (stage == "all" || stage == "sweep")) {
-    // Prepare and train here once; then the workers share the artifacts and the store.
-    ro.stage = "train";
-    run_experiment(spec, loaded, runs, registry, ro);
+    // Workers train (each its share of the experts and policies), then calibrate, then sweep; they
+    // share the artifacts (built once, under a lock) and the store.
     std::vector<std::string> args = {global.argv0, "--log-level", global.log_level};
     for (const auto& d : global.plugin_dirs) args.insert(args.end(), {"--plugin-dir", d});
     args.insert(args.end(), {"run", path, "--jobs", "1"});

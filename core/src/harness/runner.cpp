@@ -148,9 +148,13 @@ std::vector<std::pair<std::string, std::string>> task_pairs(Task& task, const st
 
 }  // namespace
 
-void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry) {
+void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
+                     const ShardSpec& only) {
+  size_t n_trained = 0;
   for (const auto& e : spec.experts) {
     if (!e.train) continue;
+    // Base and assistants are prepared by every shard (once, under the lock): policies train on them.
+    if (e.role == "reference" && !in_shard(n_trained++, only)) continue;
     const auto key = loaded.expert_keys.at(e.name);
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / key;
     DirLock lock(dir);
@@ -191,12 +195,15 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
 }
 
 std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, LoadedExperiment& loaded,
-                                                  const Registry& registry) {
+                                                  const Registry& registry, const ShardSpec& only,
+                                                  size_t first_index) {
+  size_t n_trained = first_index;
   std::map<std::string, std::string> base_dirs;
   std::vector<Expert*> assistants;
   for (const auto* a : spec.assistants()) assistants.push_back(loaded.experts.at(a->name).get());
   for (const auto& p : spec.policies) {
     if (!p.trained) continue;
+    if (!in_shard(n_trained++, only)) continue;
     const auto dir = fs::path(spec.artifacts_dir) / "policies" / loaded.policy_keys.at(p.name);
     auto& policy = *loaded.policies.at(p.name);
     DirLock lock(dir);
@@ -892,10 +899,18 @@ RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, 
                           const Registry& registry, const RunnerOptions& options) {
   RunSummary summary;
   parse_stage(options.stage);
-  prepare_experts(spec, loaded, registry);
+  // A "prepare" or "train" stage alone splits the experts and policies to train across the shards.
+  const bool split_training = options.stage == "prepare" || options.stage == "train";
+  prepare_experts(spec, loaded, registry, split_training ? options.shard : ShardSpec{});
   if (options.stage == "prepare") return summary;
+  if (options.stage == "train") {
+    // Train one share after the other: experts first (a policy never needs a reference expert).
+    size_t n_experts = 0;
+    for (const auto& e : spec.experts) n_experts += e.train && e.role == "reference";
+    train_policies(spec, loaded, registry, options.shard, n_experts);
+    return summary;
+  }
   auto base_dirs = train_policies(spec, loaded, registry);
-  if (options.stage == "train") return summary;
 
   auto store = ResultsStore::open(spec.database);
   const auto git = git_revision(spec.file);

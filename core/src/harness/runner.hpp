@@ -28,7 +28,7 @@ bool in_shard(size_t run_index, const ShardSpec& shard);
 struct RunnerOptions {
   ShardSpec shard;
   // "all" (default), or the stages up to one of them: "prepare" (experts), "train" (policies, after
-  // prepare), "calibrate" (after train; the shard splits the calibrations of the whole experiment,
+  // prepare; the shard splits the experts and policies to train instead of the runs), "calibrate" (after train; the shard splits the calibrations of the whole experiment,
   // each (policy, strategy) to one shard, instead of the runs), "sweep" (calibrations reused or
   // made, then this shard's runs: the same as "all").
   std::string stage = "all";
@@ -48,13 +48,20 @@ struct RunSummary {
 // Stage "prepare": every expert with [experts.NAME.train] is trained with the `lm` objective into
 // <artifacts_dir>/experts/<key>/ (resumable from its training checkpoints; reused when finished by
 // any experiment with the same key) and reloaded from there into `loaded`.
-void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry);
+// only: a shard of the lm-trained reference experts (the i-th, i+n-th, ... of them) is trained, the
+// others are neither trained nor loaded (a "train" stage split across processes); a base or an
+// assistant with a [train] table is always prepared (policies are trained on them).
+void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
+                     const ShardSpec& only = {});
 
 // Stage "train": every [train.NAME] policy is trained (marginal likelihood / weak supervision, with
 // the assistants' scores cached) into <artifacts_dir>/policies/<key>/, or loaded from there when
 // finished. Returns, per policy, the directory of its fine-tuned base ("" when the base is shared).
+// only: as for prepare_experts, a shard of the trained policies, counted from `first_index` (so that
+// experts and policies to train form one list dealt out to the shards).
 std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, LoadedExperiment& loaded,
-                                                  const Registry& registry);
+                                                  const Registry& registry, const ShardSpec& only = {},
+                                                  size_t first_index = 0);
 
 // One point of a calibration curve.
 struct CalibrationPoint {
