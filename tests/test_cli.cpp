@@ -490,3 +490,24 @@ TEST_CASE("every experiment in experiments/ passes colm run --dry-run", "[cli][e
     CHECK_FALSE(fs::exists(tmp + "/r.db"));
   }
 }
+
+TEST_CASE("the thread count follows the CPUs the process may use and says where it came from", "[cli][threads]") {
+  // Log lines go to stderr, which run_command captures with stdout.
+  auto threads_line = [](const std::string& env_and_prefix) {
+    std::string out;
+    REQUIRE(colm::test::run_command(env_and_prefix + " " + colm_cmd("--log-level info plugins"), &out) == 0);
+    const auto at = out.find("[runtime]");
+    REQUIRE(at != std::string::npos);
+    return out.substr(at, out.find('\n', at) - at);
+  };
+  const std::string clean = "env -u COLM_THREADS -u SLURM_CPUS_PER_TASK -u OMP_NUM_THREADS -u OMP_WAIT_POLICY";
+  CHECK_THAT(threads_line(clean + " taskset -c 0"),
+             Catch::Contains("1 torch thread (from the CPU affinity mask)") &&
+                 Catch::Contains("OpenMP wait policy PASSIVE"));
+  CHECK_THAT(threads_line(clean + " COLM_THREADS=3 taskset -c 0"), Catch::Contains("3 torch threads (from COLM_THREADS)"));
+  // On a one-CPU machine the mask ties with it and is named first.
+  CHECK_THAT(threads_line(clean + " SLURM_CPUS_PER_TASK=1"),
+             Catch::Contains("1 torch thread (from SLURM_CPUS_PER_TASK)") ||
+                 Catch::Contains("1 torch thread (from the CPU affinity mask)"));
+  CHECK_THAT(threads_line(clean + " OMP_WAIT_POLICY=ACTIVE"), Catch::Contains("OpenMP wait policy ACTIVE"));
+}
