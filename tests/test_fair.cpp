@@ -75,6 +75,16 @@ std::string experiment(const std::string& dir, const std::string& body) {
   return path;
 }
 
+// The ConfigError message of parsing an experiment file, or "" when it parses.
+std::string config_error(const std::string& toml) {
+  try {
+    parse_experiment_file(toml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 struct Ran {
   ExperimentSpec spec;
   LoadedExperiment loaded;
@@ -252,14 +262,7 @@ TEST_CASE("a base that is neither an expert nor a fine-tuned policy is refused",
   const auto dir = test::temp_dir("fair-base-bad");
   const std::string task = "[task]\nplugin = \"arithmetic\"\n\n";
   const std::string sweep = "[sweep]\npolicies = [\"c\"]\neta = [0.5]\n";
-  auto error_of = [&](const std::string& body) {
-    try {
-      parse_experiment_file(experiment(dir, task + body + sweep));
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error_of = [&](const std::string& body) { return config_error(experiment(dir, task + body + sweep)); };
   CHECK_THAT(error_of("[policies.c]\nplugin = \"rules\"\nrule = \"confidence\"\nbase = \"nobody\"\n\n"),
              Catch::Contains("unknown base 'nobody'") && Catch::Contains("policies.c.base"));
   CHECK_THAT(error_of("[policies.c]\nplugin = \"rules\"\nrule = \"confidence\"\nbase = \"helper\"\n\n"),
@@ -272,14 +275,7 @@ TEST_CASE("a base that is neither an expert nor a fine-tuned policy is refused",
 TEST_CASE("a policy's training split must differ from the calibration and sweep splits", "[fair][config]") {
   const auto dir = test::temp_dir("fair-guard");
   const std::string head = "[task]\nplugin = \"arithmetic\"\n\n[train.colm]\nobjective = \"marginal_likelihood\"\n";
-  auto error_of = [&](const std::string& body) {
-    try {
-      parse_experiment_file(experiment(dir, head + body));
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error_of = [&](const std::string& body) { return config_error(experiment(dir, head + body)); };
   CHECK_THAT(error_of("split = \"test\"\n\n[sweep]\npolicies = [\"colm\"]\neta = [0.5]\n"),
              Catch::Contains("train.colm.split") && Catch::Contains("sweep's split"));
   CHECK_THAT(error_of("split = \"valid\"\n\n[calibrate]\npolicies = [\"colm\"]\n\n[sweep]\npolicies = [\"colm\"]\n"),
