@@ -421,7 +421,8 @@ namespace {
 // which the dry run, like for real 7B weights, checks without loading (over its 2 GiB limit), on the
 // CPU since the test machine may have no GPU. The pretraining experiments and expert-skill read text
 // and a held-out jsonl that `colm corpus` writes (scripts/pretrain-experts.sh): the test writes small
-// ones the same way. pretrain-arithmetic-context continues from pretrain-experts' exported
+// ones the same way (pretrain-assistants and skill-* too: scripts/pretrain-assistants.sh).
+// pretrain-arithmetic-context continues from pretrain-experts' exported
 // arithmetic expert, which the shipped experiments/checkpoints/arithmetic stands in for.
 std::string dry_run_overrides(const std::string& file, const std::string& tmp) {
   auto corpus = [&](const std::string& extra) {
@@ -442,9 +443,14 @@ std::string dry_run_overrides(const std::string& file, const std::string& tmp) {
     return " --set experts.arithmetic.checkpoint=experiments/checkpoints/arithmetic"
            " --set experts.arithmetic.train.data=" + sh_quote(tmp + "/corpus.txt");
   }
-  if (file == "expert-skill.toml") {
+  if (file == "expert-skill.toml" || file == "skill-addition.toml" || file == "skill-subtraction.toml") {
     corpus("");
     return " --set task.test_path=" + sh_quote(tmp + "/heldout.jsonl");
+  }
+  if (file == "pretrain-assistants.toml") {
+    corpus(" --operations + --context-share 0.5 --bracket-share 0.3");
+    return " --set experts.adder.train.data=" + sh_quote(tmp + "/corpus.txt") +
+           " --set experts.subtractor.train.data=" + sh_quote(tmp + "/corpus.txt");
   }
   if (file == "gsm8k-llama.toml") {
     std::string sets = " --set experiment.device=cpu";

@@ -311,6 +311,92 @@ TEST_CASE("two assistants: assistant_only picks the configured one, more_confide
   }
 }
 
+// Logits [R, V] whose softmax puts `top` on token `at` of each row and spreads the rest evenly.
+torch::Tensor peaked(const std::vector<double>& top, int64_t V = 8, int64_t at = 0) {
+  auto p = torch::empty({int64_t(top.size()), V}, torch::kFloat32);
+  for (int64_t r = 0; r < int64_t(top.size()); ++r) {
+    p[r].fill_((1 - top[size_t(r)]) / double(V - 1));
+    p[r][at] = top[size_t(r)];
+  }
+  return p.log();
+}
+
+TEST_CASE("rules with several assistants: each defers to the assistant its definition names", "[decode][rules]") {
+  // Three rows, three assistants. Base top-1 probabilities: 0.9 (sure), 0.3 and 0.2 (unsure).
+  // Assistants' top-1 probabilities per row: the most confident is assistant 3 in row 0 (0.7),
+  // assistant 2 in row 1 (0.8) and assistant 1 in row 2 (0.95).
+  PolicyInput in;
+  in.base_logits = peaked({0.9, 0.3, 0.2});
+  in.assistant_logits = {peaked({0.2, 0.3, 0.95}), peaked({0.4, 0.8, 0.5}), peaked({0.7, 0.6, 0.1})};
+  in.row_seeds = {11, 12, 13};
+  const std::vector<int64_t> most_confident_assistant = {3, 2, 1};
+  auto who = [](const torch::Tensor& probs) {  // argmax over {base, assistants} per row
+    std::vector<int64_t> out;
+    for (int64_t r = 0; r < probs.size(0); ++r) out.push_back(probs[r].argmax().item<int64_t>());
+    return out;
+  };
+  for (const std::string rule : {"confidence", "entropy"}) {
+    INFO("rule " << rule);
+    auto most = rules("rule = \"" + rule + "\"\nchoose = \"most_confident\"", 3);
+    CHECK(most->needs().assistant_logits);
+    const auto pm = most->probs(in);
+    REQUIRE(pm.sizes() == torch::IntArrayRef({3, 4}));
+    CHECK(torch::allclose(pm.sum(1), torch::ones({3})));
+    if (rule == "confidence")  // P(defer) = 1 - the base's top-1 probability
+      CHECK(torch::allclose(pm.select(1, 0), torch::tensor({0.9f, 0.3f, 0.2f}), 1e-4, 1e-5));
+    for (int64_t r = 0; r < 3; ++r) {
+      INFO("row " << r);
+      const int64_t want = most_confident_assistant[size_t(r)];
+      CHECK(pm[r][want].item<double>() == Approx(1 - pm[r][0].item<double>()));
+      for (int64_t j = 1; j <= 3; ++j)
+        if (j != want) CHECK(pm[r][j].item<double>() == 0.0);
+    }
+    // A fixed assistant k: the same P(Z=0), all of the rest on k, no assistant logits needed.
+    for (int64_t k = 1; k <= 3; ++k) {
+      auto fixed = rules("rule = \"" + rule + "\"\nassistant = " + std::to_string(k), 3);
+      CHECK_FALSE(fixed->needs().assistant_logits);
+      const auto pf = fixed->probs(in);
+      CHECK(torch::allclose(pf.select(1, 0), pm.select(1, 0)));
+      CHECK(torch::allclose(pf.select(1, k), 1 - pm.select(1, 0)));
+    }
+  }
+  // more_confident over all four models: the sure base keeps row 0; rows 1 and 2 go to the most
+  // confident assistant (0.8 and 0.95 beat the base's 0.3 and 0.2).
+  CHECK(who(rules("rule = \"more_confident\"", 3)->probs(in)) == std::vector<int64_t>{0, 2, 1});
+  // Random at p = 1 defers every token; with choose = "uniform" to each assistant about equally often,
+  // the same assistant for the same row seed, and independently of the seed's deferral draw.
+  auto uniform = rules("rule = \"random\"\np = 1\nchoose = \"uniform\"", 3);
+  PolicyInput many;
+  for (uint64_t i = 0; i < 3000; ++i) many.row_seeds.push_back(i * 7919 + 3);
+  const auto pu = uniform->probs(many);
+  const auto receivers = pu.argmax(1);
+  for (int64_t j = 1; j <= 3; ++j) {
+    const double share = (receivers == j).sum().item<double>() / 3000.0;
+    INFO("assistant " << j << " receives " << share);
+    CHECK(share > 0.29);
+    CHECK(share < 0.38);
+  }
+  CHECK((receivers == 0).sum().item<int64_t>() == 0);
+  CHECK(torch::equal(uniform->probs(many), pu));
+  // At p = 0.5, whom is drawn independently of whether: among deferred rows the split stays even.
+  auto half = rules("rule = \"random\"\np = 0.5\nchoose = \"uniform\"", 3);
+  const auto ph = half->probs(many).argmax(1);
+  const double deferred = (ph > 0).sum().item<double>();
+  CHECK(deferred > 1350);
+  CHECK(deferred < 1650);
+  for (int64_t j = 1; j <= 3; ++j) CHECK((ph == j).sum().item<double>() / deferred > 0.27);
+  // A fixed assistant (default 1) receives every deferred token.
+  auto to2 = rules("rule = \"random\"\np = 1\nassistant = 2", 3);
+  CHECK(((to2->probs(many).argmax(1)) == 2).all().item<bool>());
+  // Contradictions and misuse are refused.
+  CHECK_THROWS_WITH(rules("rule = \"confidence\"\nchoose = \"most_confident\"\nassistant = 2", 3),
+                    Catch::Matchers::Contains("contradicts"));
+  CHECK_THROWS_WITH(rules("rule = \"more_confident\"\nchoose = \"uniform\"", 3),
+                    Catch::Matchers::Contains("only the random, confidence and entropy"));
+  CHECK_THROWS_WITH(rules("rule = \"entropy\"\nchoose = \"loudest\"", 3),
+                    Catch::Matchers::Contains("fixed, most_confident or uniform"));
+}
+
 TEST_CASE("the mixture strategy with a one-hot policy reduces to that model's greedy decoding", "[decode]") {
   auto base = tiny_expert(1);
   auto a1 = tiny_expert(2, 48);

@@ -886,6 +886,17 @@ TEST_CASE("report helpers escape, classify digits and choose ticks", "[report]")
   CHECK_FALSE(colm::is_result_digit("x = 23", " 5"));                 // a new number after a space
   CHECK_FALSE(colm::is_result_digit("x = ", "."));
   CHECK_FALSE(colm::is_result_digit("", "7"));
+  // The operation of a result: the operator between the two numbers before '='.
+  CHECK(colm::result_operation("Ava has 14 + 9 = ", "2") == '+');
+  CHECK(colm::result_operation("Ava has 14 + 9 = 2", "3") == '+');
+  CHECK(colm::result_operation("After losing 5, Ava has 23 - 5 = <<23-5=", "1") == '-');
+  CHECK(colm::result_operation("3 * 4 = <<3*4=", "12") == '*');
+  CHECK(colm::result_operation("3x4=", "1") == '*');
+  CHECK(colm::result_operation("3 \xC3\x97 4 =", " 12") == '*');  // U+00D7
+  CHECK(colm::result_operation("12/4=", "3") == '/');
+  CHECK(colm::result_operation("x = ", "2") == '?');          // no calculation before '='
+  CHECK(colm::result_operation("total = 5 + ", "3") == '?');  // not a result digit
+  CHECK(colm::result_operation("a + 9 = ", "3") == '?');      // the first operand is not a number
   const auto unit = colm::nice_ticks(0, 1, 5);
   REQUIRE(unit.size() == 6);
   for (size_t i = 0; i < unit.size(); ++i) CHECK(unit[i] == Approx(0.2 * double(i)).margin(1e-12));

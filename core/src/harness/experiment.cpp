@@ -196,6 +196,11 @@ std::vector<const ExpertSpec*> ExperimentSpec::assistants() const {
     if (e.role == "assistant") out.push_back(&e);
   return out;
 }
+std::vector<const ExpertSpec*> ExperimentSpec::assistants_of(const std::string& name) const {
+  std::vector<const ExpertSpec*> out;
+  for (const auto& a : policy(name).assistants) out.push_back(&expert(a));
+  return out;
+}
 
 ExperimentSpec parse_experiment(const ConfigView& root) {
   ExperimentSpec s;
@@ -289,9 +294,29 @@ ExperimentSpec parse_experiment(const ConfigView& root) {
       policy_names.insert(name);
     }
   }
-  for (const auto& p : s.policies)
+  for (auto& p : s.policies) {
     if (s.assistants().empty())
       p.config.fail("", "policy '" + p.name + "' needs at least one expert with role = \"assistant\"");
+    // `assistants`: a subset of the assistants (e.g. Co-LLM with one of two assistants), kept in the
+    // experiment's order so that a policy's choice j always names the same expert.
+    const auto chosen = p.config.get_strings(
+        "assistants", {}, "assistants this policy decides between (default: every expert with role = \"assistant\")");
+    if (p.config.has("assistants") && chosen.empty()) p.config.fail("assistants", "name at least one assistant");
+    std::set<std::string> wanted;
+    for (const auto& a : chosen) {
+      bool ok = false;
+      for (const auto* e : s.assistants()) ok = ok || e->name == a;
+      if (!ok) {
+        std::vector<std::string> names;
+        for (const auto* e : s.assistants()) names.push_back(e->name);
+        p.config.fail("assistants", "'" + a + "' is not an expert with role = \"assistant\" (assistants: " +
+                                        join(names) + ")");
+      }
+      if (!wanted.insert(a).second) p.config.fail("assistants", "'" + a + "' is named twice");
+    }
+    for (const auto* e : s.assistants())
+      if (chosen.empty() || wanted.count(e->name)) p.assistants.push_back(e->name);
+  }
   for (const auto& p : s.policies) {
     if (p.base.empty()) continue;
     bool is_expert = false;
@@ -662,7 +687,7 @@ PluginContext policy_context(const ExperimentSpec& spec, const LoadedExperiment&
   ctx.instance = p.name;
   ctx.seed = uint64_t(p.trained ? p.seed : spec.seed);
   ctx.work_dir = (fs::path(spec.artifacts_dir) / "policies" / p.name).string();
-  ctx.num_assistants = int64_t(spec.assistants().size());
+  ctx.num_assistants = int64_t(p.assistants.size());
   ctx.base_hidden_size = L.expert_info.at(spec.base().name).hidden_size;
   ctx.vocab_size = L.expert_info.at(spec.base().name).vocab_size;
   return ctx;
@@ -785,9 +810,9 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
   }
 
   // Policies.
-  std::vector<std::string> assistant_keys;
-  for (const auto* a : spec.assistants()) assistant_keys.push_back(L.expert_keys.at(a->name));
   for (const auto& p : spec.policies) {
+    std::vector<std::string> assistant_keys;
+    for (const auto* a : spec.assistants_of(p.name)) assistant_keys.push_back(L.expert_keys.at(a->name));
     const auto version = plugin_version(registry, PluginKind::policy, p.plugin);
     L.plugin_versions["policy/" + p.plugin] = version;
     auto policy = registry.create_policy(p.plugin, p.config, policy_context(spec, L, p, base_ctx));
@@ -831,6 +856,7 @@ std::string run_key(const nlohmann::json& params) {
   auto identity = params;
   identity.erase("policy");       // names are labels: renaming a policy keeps its runs
   identity.erase("batch_size");   // decoding is batch-size invariant
+  identity.erase("assistants");   // the assistants' names (their keys are in assistant_keys)
   return sha1_hex("run-v1" + identity.dump());
 }
 
@@ -852,8 +878,6 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
   const auto& sw = spec.sweep;
   std::vector<RunSpec> runs;
   std::set<std::string> seen;
-  std::vector<std::string> assistant_keys;
-  for (const auto* a : spec.assistants()) assistant_keys.push_back(L.expert_keys.at(a->name));
 
   auto add = [&](RunSpec r) {
     r.key = run_key(r.params);
@@ -873,7 +897,13 @@ std::vector<RunSpec> expand_runs(const ExperimentSpec& spec, const LoadedExperim
     j["base_key"] = L.expert_keys.at(spec.base().name);
     j["base"] = spec.decoding_base(policy);
     j["decoding_base_key"] = decoding_base_key(spec, L, policy);
+    std::vector<std::string> assistant_keys, assistant_names;
+    for (const auto* a : spec.assistants_of(policy)) {
+      assistant_keys.push_back(L.expert_keys.at(a->name));
+      assistant_names.push_back(a->name);
+    }
     j["assistant_keys"] = assistant_keys;
+    j["assistants"] = assistant_names;  // source j of the token traces is assistants[j-1]
     const auto& ps = spec.policy(policy);
     j["plugin"] = ps.plugin;
     if (ps.trained) j["objective"] = ps.objective;

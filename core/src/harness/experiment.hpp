@@ -76,6 +76,9 @@ struct PolicySpec {
   // experiment's base expert); an expert name (the base or a reference expert such as base_lm); or the
   // name of a trained policy with finetune_base, whose fine-tuned base then decodes (like for like).
   std::string base;
+  // The assistants this policy decides between, in the experiment's order of [experts.*] (the
+  // `assistants` key; default: every expert with role = "assistant"). Deferral choice j is assistants[j-1].
+  std::vector<std::string> assistants;
   ConfigView config;
   // Every resolved core-owned training key (defaults included): part of the artifact's content key.
   std::string resolved;
@@ -168,6 +171,8 @@ struct ExperimentSpec {
   // What decodes policy `name` as base: an expert name, or a trained policy whose tuned base it is.
   std::string decoding_base(const std::string& policy) const;
   std::vector<const ExpertSpec*> assistants() const;
+  // The assistants policy `name` decides between (PolicySpec::assistants), in that order.
+  std::vector<const ExpertSpec*> assistants_of(const std::string& policy) const;
 };
 
 // Reads and validates every core-owned key (types, required keys, unknown sections and keys of core

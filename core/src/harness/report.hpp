@@ -39,6 +39,7 @@ struct ReportRun {
   std::string rule;             // a rules policy's rule (else the stored config's)
   std::string objective;        // a trained policy's objective (else the stored config's [train.NAME])
   std::string base;             // what decoded as base: an expert, or a trained policy's tuned base
+  std::vector<std::string> assistants;  // the assistants it decided between (source j = assistants[j-1])
   std::optional<double> target_rate;  // the deferral rate a rate-calibrated or curve run aimed at
   std::string calibration_edge;  // "lowest" / "highest": the chosen candidate was at an edge of those tried
   bool curve = false;           // a test-split run of a policy at a fixed deferral rate (params "curve")
@@ -75,6 +76,10 @@ struct ReportDeferral {
   int64_t result_digits = 0;       // digit tokens of a computed result: a number right after "=" (see is_result_digit)
   int64_t deferred_result_digits = 0;
   std::vector<int64_t> by_source;  // tokens per source (0 = base)
+  std::vector<std::string> source_names;  // per source: the base, then the run's assistants
+  // Per source: result digits it emitted, by the operation of the calculation they end ('+', '-',
+  // '*', '/', or '?' when none is found; see result_operation).
+  std::vector<std::map<char, int64_t>> results_by_source;
   std::vector<TokenCount> top;     // most frequent deferred token texts
 };
 
@@ -142,6 +147,10 @@ COLM_VISIBLE bool is_digit_token(const std::string& text);     // non-empty, dig
 // Whether a digit token continues or starts the result of a computation: the text before it, less
 // the digits of the number it belongs to and spaces, ends with '=' ("12 + 30 = 4", "<<12+30=4" + "2").
 COLM_VISIBLE bool is_result_digit(const std::string& text_before, const std::string& token);
+// The operation of the calculation a result digit ends: the operator ('+', '-', '*', '/'; 'x' and
+// U+00D7 count as '*') between the two numbers before that '=' ("12 + 30 = 4" -> '+'); '?' when the
+// text before '=' is not "number operator number" (or the token is not a result digit).
+COLM_VISIBLE char result_operation(const std::string& text_before, const std::string& token);
 // A token quoted for tables: control characters escaped, and bytes that are not valid UTF-8 (a
 // byte-level token may be part of a character) as \xNN, so different bytes stay distinct.
 COLM_VISIBLE std::string visible_token(const std::string& text);

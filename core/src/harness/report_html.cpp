@@ -130,6 +130,9 @@ std::string report_html(const ReportData& data) {
       os << "<p class=\"note\">" << html_escape(text) << "</p>\n" << render_html(learned_comparison_table(x));
     os << "<h3>Where it defers</h3>\n<p class=\"note\">" << html_escape(kDeferralNote)
        << "</p>\n" << render_html(deferral_table(x));
+    if (has_several_assistants(x))
+      os << "<h3>Where each assistant is called</h3>\n<p class=\"note\">" << html_escape(kAssistantNote)
+         << "</p>\n" << render_html(assistant_table(x));
     if (!x.analysis.empty())
       os << "<h3>Teacher-forced analysis</h3>\n<p class=\"note\">" << html_escape(kAnalysisNote) << "</p>\n"
          << render_html(analysis_table(x));

@@ -53,11 +53,14 @@ std::string learned_text(const ReportExperiment& x);  // what the learned compar
 std::string edge_text(const ReportExperiment& x);     // calibrated runs chosen at an edge; "" when none
 Table curve_table(const ReportExperiment& x);         // curve runs (empty header when there are none)
 Table deferral_table(const ReportExperiment& x);
+bool has_several_assistants(const ReportExperiment& x);  // a run decided between two or more assistants
+Table assistant_table(const ReportExperiment& x);        // per run and model: tokens and result operations
 Table analysis_table(const ReportExperiment& x);
 std::string best_reference_text(const ReportExperiment& x);
 std::string methods_text(const ReportExperiment& x);
 std::string experiment_summary(const ReportExperiment& x);
 extern const char* const kDeferralNote;
+extern const char* const kAssistantNote;
 extern const char* const kAnalysisNote;
 
 // ---- SVG plots (report_svg.cpp) ----

@@ -25,6 +25,8 @@ std::string report_json(const ReportData& data) {
     std::vector<const ReportRun*> all;
     for (const auto& r : x.runs) all.push_back(&r);
     for (const auto& r : x.analysis) all.push_back(&r);
+    std::map<int64_t, const ReportDeferral*> deferral_of;
+    for (const auto& d : x.deferrals) deferral_of[d.run_id] = &d;
     std::sort(all.begin(), all.end(), [](const ReportRun* a, const ReportRun* b) { return a->run.id < b->run.id; });
     for (const auto* r : all) {
       json j = json::object();
@@ -36,6 +38,23 @@ std::string report_json(const ReportData& data) {
       j["rule"] = text(r->rule);
       j["objective"] = text(r->objective);
       j["base"] = text(r->base);
+      j["assistants"] = r->assistants;
+      if (const auto it = deferral_of.find(r->run.id); it != deferral_of.end()) {
+        // Per model (the base first): tokens emitted, share of all tokens, result digits by operation.
+        const auto& d = *it->second;
+        json models = json::array();
+        for (size_t s = 0; s < d.by_source.size(); ++s) {
+          json ops = json::object();
+          if (s < d.results_by_source.size())
+            for (const auto& [op, c] : d.results_by_source[s]) ops[std::string(1, op)] = c;
+          models.push_back({{"model", s < d.source_names.size() ? json(d.source_names[s]) : json(nullptr)},
+                            {"source", s},
+                            {"tokens", d.by_source[s]},
+                            {"share", d.tokens ? json(double(d.by_source[s]) / double(d.tokens)) : json(nullptr)},
+                            {"result_digits_by_operation", std::move(ops)}});
+        }
+        j["by_model"] = std::move(models);
+      }
       j["strategy"] = r->run.strategy;
       j["threshold"] = number(r->run.threshold);
       j["target_rate"] = number(r->target_rate);

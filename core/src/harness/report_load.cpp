@@ -99,6 +99,9 @@ void read_params(ReportRun& r, const json& p, const StoredConfig& cfg) {
   r.rule = param_string(p, "rule", single ? "" : lookup(cfg.rules, r.run.policy));
   r.objective = param_string(p, "objective", single ? "" : lookup(cfg.objectives, r.run.policy));
   r.base = param_string(p, "base", single ? r.run.policy : "");
+  if (p.contains("assistants") && p["assistants"].is_array())
+    for (const auto& a : p["assistants"])
+      if (a.is_string()) r.assistants.push_back(a.get<std::string>());
   if (p.contains("target_rate") && p["target_rate"].is_number()) r.target_rate = p["target_rate"].get<double>();
   r.calibration_edge = param_string(p, "calibration_edge");
   r.curve = p.contains("curve") && p["curve"].is_boolean() && p["curve"].get<bool>();
@@ -305,7 +308,13 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
     const auto ex = store.examples(r.run.id, true);
     ReportDeferral d;
     d.run_id = r.run.id;
-    d.by_source.assign(x.source_names.size(), 0);
+    d.source_names = x.source_names;
+    if (!r.assistants.empty()) {  // the run's own assistants (a policy may use a subset)
+      d.source_names.resize(1);
+      d.source_names.insert(d.source_names.end(), r.assistants.begin(), r.assistants.end());
+    }
+    d.by_source.assign(d.source_names.size(), 0);
+    d.results_by_source.assign(d.source_names.size(), {});
     std::map<std::string, int64_t> counts;
     for (const auto& e : ex) {
       std::string before = e.prompt;  // the text so far: a result may follow a prompt ending in '='
@@ -313,12 +322,19 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
         ++d.tokens;
         const bool digit = is_digit_token(t.text);
         const bool result = digit && is_result_digit(before, t.text);
+        const std::string before_token = result ? before : std::string();
         before += t.text;
         d.digits += digit;
         d.result_digits += result;
         if (t.source >= 0) {
-          if (size_t(t.source) >= d.by_source.size()) d.by_source.resize(size_t(t.source) + 1, 0);
-          ++d.by_source[size_t(t.source)];
+          const auto j = size_t(t.source);
+          if (j >= d.by_source.size()) {
+            d.by_source.resize(j + 1, 0);
+            d.results_by_source.resize(j + 1);
+            while (d.source_names.size() <= j) d.source_names.push_back("assistant " + std::to_string(d.source_names.size()));
+          }
+          ++d.by_source[j];
+          if (result) ++d.results_by_source[j][result_operation(before_token, t.text)];
         }
         if (t.source != 0) {
           ++d.deferred;

@@ -36,6 +36,9 @@ std::string report_markdown(const ReportData& data) {
       os << md_escape(text) << "\n\n" << render_markdown(learned_comparison_table(x)) << "\n";
     os << "### Where it defers\n\n" << md_escape(kDeferralNote) << "\n\n"
        << render_markdown(deferral_table(x)) << "\n";
+    if (has_several_assistants(x))
+      os << "### Where each assistant is called\n\n" << md_escape(kAssistantNote) << "\n\n"
+         << render_markdown(assistant_table(x)) << "\n";
     if (!x.analysis.empty())
       os << "### Teacher-forced analysis\n\n" << md_escape(kAnalysisNote) << "\n\n"
          << render_markdown(analysis_table(x)) << "\n";

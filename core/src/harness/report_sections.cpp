@@ -190,7 +190,9 @@ Table deferral_table(const ReportExperiment& x) {
     const auto* r = x.find_run(d.run_id);
     std::string by_model, top;
     for (size_t s = 0; s < d.by_source.size(); ++s)
-      by_model += (s ? ", " : "") + source_name(x, s) + " " + std::to_string(d.by_source[s]);
+      by_model += (s ? ", " : "") + (s < d.source_names.size() && !d.source_names[s].empty() ? d.source_names[s]
+                                                                                           : source_name(x, s)) +
+                  " " + std::to_string(d.by_source[s]);
     for (const auto& tc : d.top) top += (top.empty() ? "" : " ") + visible_token(tc.text) + "×" + std::to_string(tc.count);
     t.rows.push_back({r->run.policy, eta_text(*r), r->run.strategy, r->run.split, std::to_string(r->run.seed),
                       std::to_string(d.tokens),
@@ -204,6 +206,53 @@ Table deferral_table(const ReportExperiment& x) {
   }
   return t;
 }
+
+bool has_several_assistants(const ReportExperiment& x) {
+  for (const auto& d : x.deferrals)
+    if (d.by_source.size() > 2) return true;
+  return false;
+}
+
+std::string result_operations_text(const std::map<char, int64_t>& ops) {
+  int64_t n = 0;
+  for (const auto& [op, c] : ops) n += c;
+  if (n == 0) return "—";
+  std::string out;
+  for (const char op : {'+', '-', '*', '/', '?'}) {
+    const auto it = ops.find(op);
+    if (it == ops.end() || it->second == 0) continue;
+    out += (out.empty() ? "" : ", ") + std::string(1, op) + " " + std::to_string(it->second) + " (" +
+           percent(it->second, n) + ")";
+  }
+  return out;
+}
+
+Table assistant_table(const ReportExperiment& x) {
+  Table t;
+  t.header = {"policy", "η", "split", "seed", "model", "tokens emitted", "share of all tokens",
+              "result digits among them", "its result digits by operation"};
+  t.css_class = "assistants";
+  for (const auto& d : x.deferrals) {
+    const auto* r = x.find_run(d.run_id);
+    for (size_t s = 0; s < d.by_source.size(); ++s) {
+      int64_t results = 0;
+      if (s < d.results_by_source.size())
+        for (const auto& [op, c] : d.results_by_source[s]) results += c;
+      const auto name = s < d.source_names.size() && !d.source_names[s].empty() ? d.source_names[s] : source_name(x, s);
+      t.rows.push_back({r->run.policy, eta_text(*r), r->run.split, std::to_string(r->run.seed),
+                        name + (s == 0 ? " (base)" : ""), std::to_string(d.by_source[s]),
+                        percent(d.by_source[s], d.tokens), percent(results, d.by_source[s]),
+                        s < d.results_by_source.size() ? result_operations_text(d.results_by_source[s]) : "—"});
+    }
+  }
+  return t;
+}
+
+extern const char* const kAssistantNote;
+const char* const kAssistantNote =
+    "Each model's share of the generated tokens (for an assistant: its deferral rate), and the result digits "
+    "it wrote by the operation of their calculation (the operator between the two numbers before '='), so "
+    "that an assistant's own skill can be read off: an adder should write the results of '+'.";
 
 extern const char* const kDeferralNote;
 const char* const kDeferralNote =

@@ -3,6 +3,7 @@
 #include "harness/report_internal.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 
@@ -228,6 +229,33 @@ bool is_result_digit(const std::string& text_before, const std::string& token) {
     while (i > 0 && text_before[i - 1] >= '0' && text_before[i - 1] <= '9') --i;
   while (i > 0 && (text_before[i - 1] == ' ' || text_before[i - 1] == '\t')) --i;
   return i > 0 && text_before[i - 1] == '=';
+}
+
+char result_operation(const std::string& text_before, const std::string& token) {
+  if (!is_result_digit(text_before, token)) return '?';
+  const bool starts_number = token[0] < '0' || token[0] > '9';
+  size_t i = text_before.size();
+  auto skip = [&](auto pred) {
+    while (i > 0 && pred(text_before[i - 1])) --i;
+  };
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  auto space = [](char c) { return c == ' ' || c == '\t'; };
+  if (!starts_number) skip(digit);
+  skip(space);
+  --i;  // the '=' (is_result_digit found it)
+  skip(space);
+  const size_t second_end = i;
+  skip(digit);  // the second operand
+  if (i == second_end) return '?';
+  skip(space);
+  if (i == 0) return '?';
+  char op = text_before[i - 1];
+  if (op == 'x') op = '*';
+  if (i >= 2 && uint8_t(text_before[i - 2]) == 0xC3 && uint8_t(op) == 0x97) op = '*', --i;  // U+00D7
+  if (op != '+' && op != '-' && op != '*' && op != '/') return '?';
+  --i;
+  skip(space);
+  return i > 0 && digit(text_before[i - 1]) ? op : '?';
 }
 
 bool is_digit_token(const std::string& text) {

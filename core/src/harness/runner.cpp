@@ -199,11 +199,11 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
                                                   size_t first_index) {
   size_t n_trained = first_index;
   std::map<std::string, std::string> base_dirs;
-  std::vector<Expert*> assistants;
-  for (const auto* a : spec.assistants()) assistants.push_back(loaded.experts.at(a->name).get());
   for (const auto& p : spec.policies) {
     if (!p.trained) continue;
     if (!in_shard(n_trained++, only)) continue;
+    std::vector<Expert*> assistants;
+    for (const auto* a : spec.assistants_of(p.name)) assistants.push_back(loaded.experts.at(a->name).get());
     const auto dir = fs::path(spec.artifacts_dir) / "policies" / loaded.policy_keys.at(p.name);
     auto& policy = *loaded.policies.at(p.name);
     DirLock lock(dir);
@@ -425,7 +425,7 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
     results = combined_decode(models, CombineOptions{c.strategy, c.alpha, c.beta}, prompts, seeds, o);
   } else {
     std::vector<Expert*> assistants;
-    for (const auto* a : spec_.assistants()) assistants.push_back(loaded_.experts.at(a->name).get());
+    for (const auto* a : spec_.assistants_of(name)) assistants.push_back(loaded_.experts.at(a->name).get());
     results = collaborative_decode(base_for(name), assistants, *loaded_.policies.at(name), prompts, seeds, o);
   }
   std::vector<ExampleRecord> records;
@@ -461,7 +461,7 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
   auto& base = base_for(policy_name);
   auto& policy = *loaded_.policies.at(policy_name);
   std::vector<Expert*> assistants;
-  for (const auto* a : spec_.assistants()) assistants.push_back(loaded_.experts.at(a->name).get());
+  for (const auto* a : spec_.assistants_of(policy_name)) assistants.push_back(loaded_.experts.at(a->name).get());
   const auto& tok = base.tokenizer();
   std::vector<ExampleRecord> records;
   for (size_t i : idx) {
