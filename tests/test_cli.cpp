@@ -409,6 +409,15 @@ TEST_CASE("colm generate reproduces stories260k's reference greedy continuation"
                                 " --policy base_only --prompt '' --max-tokens " + n);
   CHECK(never.rfind(want + "\n", 0) == 0);
   CHECK_THAT(never, Contains("-- deferred 0/" + n + " tokens (0.0%)"));
+  // --dtype bfloat16 loads the f32 checkpoint as bf16 (the log says so) and still generates text.
+  std::string log;
+  REQUIRE(colm::test::run_command(colm_cmd("--log-level info generate " + sh_quote(dir) +
+                                           " --dtype bfloat16 --prompt '' --max-tokens 5"),
+                                  &log) == 0);
+  CHECK_THAT(log, Contains("bfloat16 on cpu"));
+  std::string bad;
+  CHECK(colm::test::run_command(colm_cmd("generate " + sh_quote(dir) + " --dtype float8 --prompt ''"), &bad) != 0);
+  CHECK_THAT(bad, Contains("unknown dtype 'float8'"));
 }
 
 // ------------------------------------------------------------------ every shipped experiment
@@ -516,4 +525,23 @@ TEST_CASE("the thread count follows the CPUs the process may use and says where 
              Catch::Contains("1 torch thread (from SLURM_CPUS_PER_TASK)") ||
                  Catch::Contains("1 torch thread (from the CPU affinity mask)"));
   CHECK_THAT(threads_line(clean + " OMP_WAIT_POLICY=ACTIVE"), Catch::Contains("OpenMP wait policy ACTIVE"));
+}
+
+TEST_CASE("calibration points, sweep runs and analyses report examples done, tokens/s and ETA", "[cli][progress]") {
+  // stderr is a pipe here, not a terminal: each decode ends with a plain log line (and writes one
+  // every 10 s while it lasts); the in-place bar is only drawn on a terminal.
+  const auto tmp = colm::test::temp_dir("colm-progress");
+  std::string out;
+  const int rc = colm::test::run_command(
+      "cd " + sh_quote(colm::test::source_dir()) + " && " +
+          colm_cmd("--log-level info run experiments/tiny-rules.toml --set experiment.database=" +
+                   sh_quote(tmp + "/r.db") + " --set experiment.artifacts_dir=" + sh_quote(tmp + "/a")),
+      &out);
+  INFO(out);
+  REQUIRE(rc == 0);
+  // A calibration point on the valid split (16 examples) and a sweep run on test (16 examples).
+  CHECK_THAT(out, Contains("[policy confidence eta=0.5 valid] examples 16/16"));
+  CHECK_THAT(out, Contains(" test] examples 16/16"));
+  CHECK_THAT(out, Contains("tok/s  ETA 0s"));
+  CHECK(out.find("\r") == std::string::npos);  // no bar redraws in a log
 }

@@ -37,11 +37,12 @@ std::string toml_string(const std::string& s) {
 }
 
 std::shared_ptr<Expert> load_expert(const Registry& reg, const std::string& dir, const std::string& instance,
-                                     const std::string& device) {
+                                     const std::string& device, const std::string& dtype) {
   PluginContext ctx;
   ctx.instance = instance;
   ctx.device = device;
-  const auto config = ConfigView::from_string("checkpoint = " + toml_string(dir) + "\n", instance);
+  const auto config = ConfigView::from_string(
+      "checkpoint = " + toml_string(dir) + "\ndtype = " + toml_string(dtype) + "\n", instance);
   auto expert = reg.create_expert("transformer", config, ctx);
   config.check_all_read();
   const auto info = expert->info();
@@ -87,7 +88,7 @@ void print_marked(const Tokenizer& tok, const DecodeResult& r, size_t num_assist
 }
 
 int run_generate(const std::vector<std::string>& args, const GlobalOptions& global) {
-  std::string model_dir, base_dir, policy_name, head, strategy, device;
+  std::string model_dir, base_dir, policy_name, head, strategy, device, dtype;
   std::vector<std::string> assistant_dirs, prompts, stop;
   int64_t max_tokens = 0, rule_assistant = 1;
   double threshold = 0, temperature = 0, top_p = 0, rule_p = 0;
@@ -112,6 +113,7 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
       ("stop", po::value(&stop), "stop string (repeatable)")
       ("no-bos", po::bool_switch(&no_bos), "do not add the tokenizer's special tokens (BOS) to the prompt")
       ("device", po::value(&device)->default_value("cpu"), "cpu or cuda[:N]")
+      ("dtype", po::value(&dtype)->default_value("float32"), "compute dtype of every model: float32 or bfloat16 (an f32 checkpoint loaded as bf16 takes half the memory)")
       ("base", po::value(&base_dir), "collaborative mode: the base model's checkpoint directory")
       ("assistant", po::value(&assistant_dirs), "an assistant's checkpoint directory (repeatable)")
       ("policy", po::value(&policy_name),
@@ -158,7 +160,7 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
   reg.scan(Registry::default_dirs(global.plugin_dirs, global.argv0));
 
   if (!collaborative) {
-    auto model = load_expert(reg, model_dir, "model", device);
+    auto model = load_expert(reg, model_dir, "model", device, dtype);
     // Stream: print what the decoded text gained with each token (whole characters only).
     std::string printed;
     o.batch_size = 1;
@@ -181,11 +183,11 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
     return 0;
   }
 
-  auto base = load_expert(reg, base_dir, "base", device);
+  auto base = load_expert(reg, base_dir, "base", device, dtype);
   std::vector<std::shared_ptr<Expert>> owned;
   std::vector<Expert*> assistants;
   for (size_t j = 0; j < assistant_dirs.size(); ++j) {
-    owned.push_back(load_expert(reg, assistant_dirs[j], "assistant" + std::to_string(j + 1), device));
+    owned.push_back(load_expert(reg, assistant_dirs[j], "assistant" + std::to_string(j + 1), device, dtype));
     assistants.push_back(owned.back().get());
   }
 

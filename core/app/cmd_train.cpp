@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 
 int train_expert(const std::vector<std::string>& args, const GlobalOptions& global) {
   std::vector<std::string> text, valid_text;
-  std::string out, from, family;
+  std::string out, from, family, dtype;
   int64_t n_layer, n_head, d_model, d_ff, max_positions, init_seed, threads;
   double valid_fraction;
   TrainConfig c;
@@ -44,6 +44,7 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
     ("valid-fraction", po::value(&valid_fraction)->default_value(0.0), "hold out this fraction of the training chunks for validation (when no --valid-text)")
     ("out", po::value(&out), "output directory (required)")
     ("from", po::value(&from), "start from this HF checkpoint directory instead of a fresh model")
+    ("dtype", po::value(&dtype)->default_value("float32"), "stored dtype of the model: float32 or bfloat16 (bf16 trains through f32 master weights)")
     ("family", po::value(&family)->default_value("gpt2"), "architecture of a fresh model: gpt2 or llama")
     ("n-layer", po::value(&n_layer)->default_value(2), "fresh model: transformer blocks")
     ("n-head", po::value(&n_head)->default_value(4), "fresh model: attention heads")
@@ -96,6 +97,7 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
            "\nmax_positions = " + std::to_string(max_positions > 0 ? max_positions : c.max_len) +
            "\ninit_seed = " + std::to_string(init_seed >= 0 ? init_seed : seed) + "\n";
   }
+  toml += "dtype = " + nlohmann::json(dtype).dump() + "\n";
   PluginContext ctx;
   ctx.instance = "expert";
   ctx.seed = static_cast<uint64_t>(seed);

@@ -1,5 +1,6 @@
-// The training progress display: an in-place bar on a terminal, periodic log lines elsewhere.
-// Only train.cpp uses it; it never touches stdout (kept clean for generated text and JSON).
+// The progress display of training (train.cpp) and decoding (the runner's calibration points, sweep
+// runs and analyses): an in-place bar on a terminal, periodic log lines elsewhere. It never touches
+// stdout (kept clean for generated text and JSON).
 #include "base/progress.hpp"
 
 #include <unistd.h>
@@ -31,6 +32,12 @@ Progress::Progress(std::string label, int64_t total, int64_t start, double log_e
     : label_(std::move(label)), total_(total), start_(start), step_(start), log_every_s_(log_every_s),
       tty_(stderr_is_terminal()), t0_(std::chrono::steady_clock::now()), last_draw_(t0_) {}
 
+Progress Progress::counting(std::string label, std::string unit, int64_t total, int64_t start, double log_every_s) {
+  Progress p(std::move(label), total, start, log_every_s);
+  p.unit_ = std::move(unit);
+  return p;
+}
+
 Progress::~Progress() {
   if (!finished_ && tty_ && drawn_) std::fputc('\n', stderr);
 }
@@ -59,8 +66,12 @@ void Progress::draw(bool force) {
   const double tok_s = elapsed > 0 ? static_cast<double>(tokens_) / elapsed : 0.0;
   const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total_ - step_) : NAN;
   char stats[160];
-  std::snprintf(stats, sizeof stats, "step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s", static_cast<long long>(step_),
-                static_cast<long long>(total_), loss_, tok_s, format_duration(eta).c_str());
+  if (unit_.empty())
+    std::snprintf(stats, sizeof stats, "step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s", static_cast<long long>(step_),
+                  static_cast<long long>(total_), loss_, tok_s, format_duration(eta).c_str());
+  else
+    std::snprintf(stats, sizeof stats, "%s %lld/%lld  %.0f tok/s  ETA %s", unit_.c_str(), static_cast<long long>(step_),
+                  static_cast<long long>(total_), tok_s, format_duration(eta).c_str());
   if (tty_) {
     constexpr int kWidth = 24;
     const double frac = total_ > 0 ? static_cast<double>(step_) / static_cast<double>(total_) : 1.0;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 
 #include "colm/api.hpp"
 #include "colm/hash.hpp"
+#include "base/progress.hpp"
 #include "harness/stats.hpp"
 #include "method/decode.hpp"
 #include "plugin/registry.hpp"
@@ -391,12 +393,29 @@ Expert& RunContext::base_named(const std::string& name) {
   return *tuned;
 }
 
+namespace {
+// "policy colm eta=0.0105 valid", "single base test", "teacher_forced colm eta=0.5": progress labels.
+std::string decode_label(const std::string& kind, const std::string& name, double eta, const std::string& split) {
+  std::string label = kind + " " + name;
+  if (kind == "policy" || kind == "teacher_forced") label += fmt::format(" eta={:.4g}", eta);
+  return split.empty() ? label : label + " " + split;
+}
+}  // namespace
+
 std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std::string& name, double eta,
                                               const std::string& strategy, int64_t seed, const std::string& split,
-                                              const std::vector<Example>& examples, const std::vector<size_t>& idx) {
-  (void)split;
+                                              const std::vector<Example>& examples, const std::vector<size_t>& idx,
+                                              Progress* progress, int64_t done_before) {
   const auto gen = loaded_.task->generation();
+  // Examples done, tokens/s and ETA: a bar on a terminal, a log line every 10 s otherwise.
+  std::unique_ptr<Progress> own;
+  if (!progress) {
+    own = std::make_unique<Progress>(Progress::counting(decode_label(kind, name, eta, split), "examples",
+                                                        int64_t(idx.size())));
+    progress = own.get();
+  }
   DecodeOptions o;
+  o.on_batch = [&](int64_t done, int64_t tokens) { progress->update(done_before + done, 0.0, tokens); };
   o.threshold = eta;
   o.strategy = kind == "single" || kind == "combine" ? "defer" : strategy;
   o.sample = spec_.sweep.sample;
@@ -428,6 +447,7 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
     for (const auto* a : spec_.assistants_of(name)) assistants.push_back(loaded_.experts.at(a->name).get());
     results = collaborative_decode(base_for(name), assistants, *loaded_.policies.at(name), prompts, seeds, o);
   }
+  if (own) own->finish();
   std::vector<ExampleRecord> records;
   for (size_t k = 0; k < idx.size(); ++k) {
     const auto& ex = examples.at(idx[k]);
@@ -457,12 +477,19 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
 }
 
 std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, double eta, int64_t seed,
-                                               const std::vector<Example>& examples, const std::vector<size_t>& idx) {
+                                               const std::vector<Example>& examples, const std::vector<size_t>& idx,
+                                               Progress* progress, int64_t done_before) {
   auto& base = base_for(policy_name);
   auto& policy = *loaded_.policies.at(policy_name);
   std::vector<Expert*> assistants;
   for (const auto* a : spec_.assistants_of(policy_name)) assistants.push_back(loaded_.experts.at(a->name).get());
   const auto& tok = base.tokenizer();
+  std::unique_ptr<Progress> own;
+  if (!progress) {
+    own = std::make_unique<Progress>(
+        Progress::counting(decode_label("teacher_forced", policy_name, eta, ""), "examples", int64_t(idx.size())));
+    progress = own.get();
+  }
   std::vector<ExampleRecord> records;
   for (size_t i : idx) {
     const auto& ex = examples.at(i);
@@ -516,7 +543,9 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
     }
     rec.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     records.push_back(std::move(rec));
+    progress->update(done_before + int64_t(records.size()), 0.0, T);
   }
+  if (own) own->finish();
   return records;
 }
 
@@ -865,14 +894,21 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
     spdlog::info("[runner] sweep: {}: {} examples{}", describe_run(run), exs.size(),
                  finished.empty() ? std::string() : fmt::format(" ({} already stored, resuming)", finished.size()));
     const auto chunk = size_t(spec.sweep.batch_size);
+    // One display for the whole run (it is decoded chunk by chunk, each stored as it finishes).
+    Progress progress = Progress::counting(decode_label(run.kind, run.policy, eta, run.split), "examples",
+                                           int64_t(exs.size()), int64_t(exs.size() - todo.size()));
     for (size_t start = 0; start < todo.size(); start += chunk) {
       const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
-      const auto records = run.kind == "teacher_forced"
-                               ? env.context.analyze(run.policy, eta, run.seed, exs, idx)
-                               : env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx);
+      const auto before = int64_t(exs.size() - todo.size() + start);
+      const auto records =
+          run.kind == "teacher_forced"
+              ? env.context.analyze(run.policy, eta, run.seed, exs, idx, &progress, before)
+              : env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx, &progress,
+                                   before);
       store.add_examples(id, records);
       summary.examples_decoded += int64_t(records.size());
     }
+    progress.finish();
     const auto all = store.examples(id, false);
     const auto metrics =
         summarize_examples(all, spec.report.bootstrap_samples, spec.report.confidence, hash64("bootstrap" + run.key));

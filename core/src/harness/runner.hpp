@@ -14,6 +14,7 @@
 
 namespace colm {
 
+class Progress;
 class Registry;
 
 // --shard i/n: this process runs runs i, i+n, i+2n, ... of the expanded list.
@@ -110,9 +111,12 @@ class RunContext {
   // [combine.NAME] combination ("combine").
   // Each example's seed is its index in the split, so results do not depend on which examples are
   // decoded together (resume, chunking).
+  // progress: the display this decode reports to (examples counted from `done_before`); null: its
+  // own display over idx.
   std::vector<ExampleRecord> decode(const std::string& kind, const std::string& name, double eta,
                                     const std::string& strategy, int64_t seed, const std::string& split,
-                                    const std::vector<Example>& examples, const std::vector<size_t>& idx);
+                                    const std::vector<Example>& examples, const std::vector<size_t>& idx,
+                                    Progress* progress = nullptr, int64_t done_before = 0);
   // Calibrates (policy, strategy) on spec.calibrate's split, reusing eta points already in the
   // store (artifacts of kind "calibration_point"), and writes the curve to the calibration table.
   CalibrationResult calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
@@ -122,7 +126,8 @@ class RunContext {
   // gold token, against the oracle (an assistant right where the base is wrong). Tokens are stored
   // with their source, as a decoded output's are.
   std::vector<ExampleRecord> analyze(const std::string& policy, double eta, int64_t seed,
-                                     const std::vector<Example>& examples, const std::vector<size_t>& idx);
+                                     const std::vector<Example>& examples, const std::vector<size_t>& idx,
+                                     Progress* progress = nullptr, int64_t done_before = 0);
   // Replaces policy `name` with a fresh instance whose plugin keys are overridden ("p=0.25").
   void override_policy(const std::string& name, const std::vector<std::string>& overrides);
   // The expert that decodes policy `policy` as base (ExperimentSpec::decoding_base): a loaded expert,

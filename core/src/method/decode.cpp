@@ -379,6 +379,11 @@ std::vector<DecodeResult> decode_in_batches(const Models& m, const std::vector<s
       b.context.push_back(std::move(ids));
     }
     decode_rows(b, results);
+    if (options.on_batch) {
+      int64_t tokens = 0;
+      for (const int64_t i : b.examples) tokens += static_cast<int64_t>(results[size_t(i)].ids.size());
+      options.on_batch(std::min(n, first + options.batch_size), tokens);
+    }
   }
   return results;
 }

@@ -41,6 +41,9 @@ struct DecodeOptions {
   // Optional: called after every generated token (streaming). `ids` is the example's generated ids
   // so far, the new token included.
   std::function<void(int64_t example, const TokenTrace& token, const std::vector<int64_t>& ids)> on_token;
+  // Optional: called after every batch with the examples finished so far and the tokens that batch
+  // generated (progress displays).
+  std::function<void(int64_t examples_done, int64_t batch_tokens)> on_batch;
 };
 
 struct DecodeResult {

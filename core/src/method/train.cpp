@@ -244,6 +244,7 @@ std::string config_identity(const TrainConfig& c, const std::string& objective, 
   h.add("train-run-v1").add(objective).add(data_hash).add(c.steps).add(c.batch_size).add(c.grad_accum).add(c.lr);
   h.add(c.weight_decay).add(c.beta1).add(c.beta2).add(c.adam_eps).add(c.warmup).add(c.schedule).add(c.min_lr_ratio);
   h.add(c.clip).add(static_cast<int64_t>(c.seed));
+  if (!c.f32_master) h.add("no-f32-master");  // (the default keeps older checkpoints' identity)
   return h.hex();
 }
 
@@ -265,7 +266,7 @@ struct RunState {
 };
 
 void save_checkpoint(const fs::path& root, const RunState& st, TrainObjective& objective, torch::optim::AdamW& opt,
-                     const std::string& identity) {
+                     const std::string& identity, const std::vector<torch::Tensor>& masters) {
   fs::create_directories(root);
   const auto final_dir = root / step_dir_name(st.step);
   const auto tmp_dir = root / (step_dir_name(st.step) + ".tmp");
@@ -276,6 +277,10 @@ void save_checkpoint(const fs::path& root, const RunState& st, TrainObjective& o
   torch::serialize::OutputArchive params;
   const auto ps = objective.parameters();
   for (size_t i = 0; i < ps.size(); ++i) params.write("p" + std::to_string(i), ps[i].detach().cpu());
+  // The f32 master copies of low-precision parameters: resuming from the rounded weights alone
+  // would lose the updates still below their precision.
+  for (size_t i = 0; i < masters.size(); ++i)
+    if (masters[i].defined()) params.write("m" + std::to_string(i), masters[i].detach().cpu());
   params.save_to((tmp_dir / "params.pt").string());
 
   torch::serialize::OutputArchive optim;
@@ -322,7 +327,7 @@ std::optional<fs::path> latest_checkpoint(const fs::path& root) {
 }
 
 RunState load_checkpoint(const fs::path& dir, TrainObjective& objective, torch::optim::AdamW& opt,
-                         const std::string& identity) {
+                         const std::string& identity, std::vector<torch::Tensor>& masters) {
   nlohmann::json state;
   try {
     std::ifstream in(dir / "state.json");
@@ -347,6 +352,11 @@ RunState load_checkpoint(const fs::path& dir, TrainObjective& objective, torch::
       COLM_CHECK(t.sizes() == ps[i].sizes(), "checkpoint '" << dir.string() << "': parameter " << i << " has shape "
                                                             << t.sizes() << ", the model's is " << ps[i].sizes());
       ps[i].copy_(t);
+      if (i < masters.size() && masters[i].defined()) {
+        torch::Tensor m;
+        // A checkpoint without master copies (older, or f32 at the time): start from the weights.
+        masters[i].copy_(params.try_read("m" + std::to_string(i), m) ? m : t);
+      }
     }
   }
   torch::serialize::InputArchive optim;
@@ -402,9 +412,22 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
   const auto params = objective.parameters();
   COLM_CHECK(!params.empty(), "train: objective '" << objective.name() << "' has no trainable parameters");
 
+  // Mixed precision: what the optimiser updates is an f32 master copy of each bf16/fp16 parameter.
+  std::vector<torch::Tensor> masters(params.size()), optimised;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto dt = params[i].scalar_type();
+    if (config.f32_master && (dt == torch::kBFloat16 || dt == torch::kFloat16)) {
+      masters[i] = params[i].detach().to(torch::kFloat32).clone().set_requires_grad(true);
+      optimised.push_back(masters[i]);
+    } else {
+      optimised.push_back(params[i]);
+    }
+  }
+  const bool mixed = std::any_of(masters.begin(), masters.end(), [](const torch::Tensor& m) { return m.defined(); });
+  if (mixed) spdlog::info("[{}] low-precision parameters train through f32 master weights", config.label);
   // Decay matrices only: biases and norm gains are not regularised.
   std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : params) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  for (const auto& p : optimised) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   auto opts = torch::optim::AdamWOptions(config.lr)
                   .betas({config.beta1, config.beta2})
                   .eps(config.adam_eps)
@@ -425,7 +448,7 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
   }
   if (!config.checkpoint_dir.empty() && config.resume) {
     if (auto dir = latest_checkpoint(config.checkpoint_dir)) {
-      st = load_checkpoint(*dir, objective, optimizer, identity);
+      st = load_checkpoint(*dir, objective, optimizer, identity, masters);
       result.resumed_from = st.step;
       spdlog::info("[{}] resuming from step {} ({})", config.label, st.step, dir->string());
     }
@@ -470,14 +493,25 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
     // The loss is the mean over every target token of the accumulated step, whatever the split.
     const double denom = static_cast<double>(std::max<int64_t>(1, step_tokens));
     optimizer.zero_grad();
+    if (mixed)
+      for (auto& p : params) p.mutable_grad() = torch::Tensor();
     double step_loss = 0;
     for (const auto& b : micro) {
       auto loss = objective.loss_sum(b) / denom;
       loss.backward();
       step_loss += loss.item<double>();
     }
-    if (config.clip > 0) torch::nn::utils::clip_grad_norm_(params, config.clip);
+    if (mixed)
+      for (size_t i = 0; i < params.size(); ++i)
+        if (masters[i].defined() && params[i].grad().defined())
+          masters[i].mutable_grad() = params[i].grad().to(torch::kFloat32);
+    if (config.clip > 0) torch::nn::utils::clip_grad_norm_(optimised, config.clip);
     optimizer.step();
+    if (mixed) {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i)
+        if (masters[i].defined()) params[i].copy_(masters[i]);  // rounded to the parameter's dtype
+    }
     ++st.step;
     result.tokens += step_tokens;
     result.train_loss = step_loss;
@@ -490,7 +524,7 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
     if ((config.eval_every > 0 && st.step % config.eval_every == 0) || last) run_eval(st.step, &progress);
     if (!config.checkpoint_dir.empty() &&
         ((config.checkpoint_every > 0 && st.step % config.checkpoint_every == 0) || last)) {
-      save_checkpoint(config.checkpoint_dir, st, objective, optimizer, identity);
+      save_checkpoint(config.checkpoint_dir, st, objective, optimizer, identity, masters);
       result.checkpoint = (fs::path(config.checkpoint_dir) / step_dir_name(st.step)).string();
     }
   }

@@ -38,6 +38,10 @@ struct TrainConfig {
   bool resume = true;             // continue from checkpoint_dir's last checkpoint when there is one
   std::string label = "train";    // prefix of progress and log lines
   double log_every_s = 10.0;      // seconds between progress log lines when stderr is not a terminal
+  // Mixed precision: parameters stored in bf16/fp16 are optimised through f32 master copies (AdamW's
+  // moments are f32 too) and rounded back after every step, so updates smaller than the low
+  // precision's spacing accumulate instead of rounding away. false: AdamW on the stored dtype.
+  bool f32_master = true;
 };
 
 // Throws colm::Error naming the first field that is out of range.

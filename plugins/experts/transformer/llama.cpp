@@ -1,4 +1,4 @@
-// The Llama family (also Mistral and Qwen2 checkpoints): RMSNorm, rotate_half RoPE with rope_theta,
+// The Llama family (also Mistral and Qwen2 checkpoints): RMSNorm, rotate_half RoPE with rope_theta (and rope_scaling),
 // SwiGLU MLP, grouped-query attention, optional q/k/v biases, tied or separate lm_head.
 #include <cmath>
 
@@ -68,7 +68,7 @@ class LlamaImpl : public NetworkImpl {
     norm_ = register_parameter("norm", torch::ones({c.hidden}));
     lm_head_ = c.tie_embeddings ? embed_ : register_parameter("lm_head", torch::empty({c.vocab_size, c.hidden}));
     // cos/sin for every position, computed in double then rounded once; buffers follow .to(device).
-    auto inv_freq = 1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kFloat64) / c.head_dim);
+    auto inv_freq = rope_inv_freq(c.rope_theta, c.head_dim, c.rope_scaling);  // rope.hpp: scaling included
     auto angles = torch::outer(torch::arange(c.max_positions, torch::kFloat64), inv_freq);  // [P, hd/2]
     auto emb = torch::cat({angles, angles}, -1);                                             // [P, hd]
     cos_ = register_buffer("rope_cos", emb.cos().to(torch::kFloat32));

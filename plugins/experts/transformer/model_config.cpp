@@ -120,9 +120,7 @@ ModelConfig config_from_hf(const nlohmann::json& j, const std::string& where) {
     COLM_CHECK(!opt_bool(j, "mlp_bias", false, where), where << ": mlp_bias = true is not supported");
     const std::string act = j.value("hidden_act", std::string("silu"));
     COLM_CHECK(act == "silu", where << ": hidden_act '" << act << "' is not supported (silu only)");
-    auto rs = j.find("rope_scaling");
-    COLM_CHECK(rs == j.end() || rs->is_null(),
-               where << ": rope_scaling " << rs->dump() << " is not supported (plain RoPE only)");
+    if (const auto rs = j.find("rope_scaling"); rs != j.end()) c.rope_scaling = rope_scaling_from_hf(*rs, where);
     // Sliding-window attention is not implemented: limiting the context to the window keeps every
     // answer exact instead of silently wrong past it.
     const bool sliding = c.model_type == "mistral" ? true : opt_bool(j, "use_sliding_window", false, where);
@@ -165,7 +163,7 @@ nlohmann::json config_to_hf(const ModelConfig& c, torch::Dtype dtype) {
     j["max_position_embeddings"] = c.max_positions;
     j["rms_norm_eps"] = c.norm_eps;
     j["rope_theta"] = c.rope_theta;
-    j["rope_scaling"] = nullptr;
+    j["rope_scaling"] = rope_scaling_to_hf(c.rope_scaling);
     j["tie_word_embeddings"] = c.tie_embeddings;
     j["attention_bias"] = c.attention_bias;
     j["mlp_bias"] = false;

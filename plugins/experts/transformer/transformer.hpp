@@ -13,6 +13,7 @@
 #include "colm/config.hpp"
 #include "colm/error.hpp"
 #include "colm/safetensors.hpp"
+#include "rope.hpp"
 
 namespace colm::transformer {
 
@@ -35,6 +36,7 @@ struct ModelConfig {
   int64_t max_positions = 0;
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;       // llama family only
+  RopeScaling rope_scaling;          // llama family only: config.json's rope_scaling (linear, llama3)
   bool tie_embeddings = true;
   bool attention_bias = false;       // llama family: q/k/v projections carry biases (qwen2)
   std::optional<int64_t> bos_id, eos_id;
