@@ -1,6 +1,9 @@
 // Implementation of the test helpers in support.hpp.
 #include "support.hpp"
 
+#include "colm/error.hpp"
+#include "harness/experiment.hpp"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -102,6 +105,15 @@ int run_command(const std::string& command, std::string* out) {
   if (out) *out = text;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::string experiment_config_error(const std::string& toml_path) {
+  try {
+    parse_experiment_file(toml_path);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace colm::test

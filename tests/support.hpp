@@ -27,6 +27,8 @@ std::string dataset(const std::string& rel);
 std::string temp_dir(const std::string& prefix = "colm-test");
 // Runs a shell command; returns its exit code and fills out with stdout+stderr.
 int run_command(const std::string& command, std::string* out = nullptr);
+// The ConfigError message of parsing an experiment file (parse_experiment_file), or "" when it parses.
+std::string experiment_config_error(const std::string& toml_path);
 // Prints the skip marker line "COLM-SKIP: <reason>" on stdout. cmake/ColmTesting.cmake gives every
 // discovered test SKIP_REGULAR_EXPRESSION "COLM-SKIP: ", so CTest counts the test as skipped and
 // scripts/test.sh lists the reason. Use COLM_SKIP, which also returns from the test case.

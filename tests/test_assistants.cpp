@@ -36,14 +36,7 @@ std::string experiment(const std::string& dir, const std::string& body) {
   return path;
 }
 
-std::string config_error(const std::string& toml) {
-  try {
-    parse_experiment_file(toml);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string config_error(const std::string& toml) { return test::experiment_config_error(toml); }
 
 }  // namespace
 

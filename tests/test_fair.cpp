@@ -75,15 +75,7 @@ std::string experiment(const std::string& dir, const std::string& body) {
   return path;
 }
 
-// The ConfigError message of parsing an experiment file, or "" when it parses.
-std::string config_error(const std::string& toml) {
-  try {
-    parse_experiment_file(toml);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string config_error(const std::string& toml) { return test::experiment_config_error(toml); }
 
 struct Ran {
   ExperimentSpec spec;
@@ -388,4 +380,74 @@ TEST_CASE("combinations refuse models that do not share a vocabulary and wrong m
                     Catch::Contains("needs 3 models"));
   CHECK_THROWS_WITH(combined_decode({a.get(), b.get()}, CombineOptions{"blend", 0.1, 0.5}, {"x"}, {}, o),
                     Catch::Contains("unknown combination"));
+}
+
+TEST_CASE("reloaded experts keep the dtype the experiment asked for", "[fair][base][runner][precision]") {
+  // A bf16 base: its jointly fine-tuned copy (which Co-LLM and the rules on its base decode with)
+  // and its lm-trained reference copy come back in bf16, not in the plugin's default f32.
+  const auto dir = test::temp_dir("fair-dtype");
+  const auto path = dir + "/exp.toml";
+  const auto bf16_experts = replace_all(kExperts, "init_seed = 1\n", "init_seed = 1\ndtype = \"bfloat16\"\n");
+  const auto base_table = bf16_experts.substr(0, bf16_experts.find("[experts.helper]"));  // the base, in bf16
+  std::ofstream(path) << "[experiment]\nname = \"dtype\"\nseed = 5\ndatabase = \"" << dir << "/colm.db\"\n"
+                      << "artifacts_dir = \"" << dir << "/artifacts\"\n\n"
+                      << bf16_experts << "\n"
+                      << replace_all(replace_all(base_table, "[experts.base]", "[experts.base_lm]"), "role = \"base\"",
+                                     "role = \"reference\"")
+                      << R"(
+[experts.base_lm.train]
+steps = 2
+batch_size = 4
+seq_len = 256
+
+[task]
+plugin = "arithmetic"
+train_size = 8
+valid_size = 4
+test_size = 4
+max_tokens = 6
+
+[train.colm]
+objective = "marginal_likelihood"
+steps = 2
+lr = 0.01
+batch_size = 4
+
+[policies.confidence_colm]
+plugin = "rules"
+rule = "confidence"
+base = "colm"
+
+[sweep]
+policies = ["colm", "confidence_colm"]
+eta = [0.5]
+baselines = ["base_lm"]
+batch_size = 4
+
+[report]
+bootstrap_samples = 0
+)";
+  const auto r = run(path);
+  REQUIRE(r.summary.runs_failed == 0);
+  CHECK(r.loaded.experts.at("base")->info().dtype == "bfloat16");
+  CHECK(r.loaded.experts.at("base_lm")->info().dtype == "bfloat16");  // reloaded from its lm artifact
+  const auto tuned_dir = fs::path(dir) / "artifacts" / "policies" / r.loaded.policy_keys.at("colm") / "base";
+  auto load = [&](const std::string& dtype) {
+    return default_registry().create_expert(
+        "transformer",
+        ConfigView::from_string("checkpoint = \"" + tuned_dir.string() + "\"\ndtype = \"" + dtype + "\"\n", "t"),
+        PluginContext{});
+  };
+  const auto bf16_fp = load("bfloat16")->fingerprint();
+  REQUIRE(bf16_fp != load("float32")->fingerprint());
+  auto store = ResultsStore::open(dir + "/colm.db");
+  int checked = 0;
+  for (const auto& run : store.runs()) {
+    const auto params = nlohmann::json::parse(run.params_json);
+    if (run.policy != "colm" && run.policy != "confidence_colm") continue;
+    INFO(run.policy);
+    CHECK(params.at("base_fingerprint") == bf16_fp);  // decoded by the tuned base in bf16
+    ++checked;
+  }
+  CHECK(checked == 2);
 }

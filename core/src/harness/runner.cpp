@@ -97,8 +97,15 @@ std::string toml_string(const std::string& s) {
 }
 
 // A view holding only `checkpoint = DIR`: how a finished artifact is loaded back.
-ConfigView checkpoint_view(const std::string& dir, const std::string& name) {
-  return ConfigView::from_string("checkpoint = " + toml_string(dir) + "\n", "<artifact " + name + ">");
+// The expert `e` reloaded from a checkpoint the runner wrote (an lm-trained expert, a jointly
+// fine-tuned base): the same plugin keys that say how to hold the weights (`dtype`) as `e`'s own
+// table, so a reload computes at the precision the experiment asked for (the device comes with the
+// plugin context); keys that say what to build (a fresh architecture) do not apply to a checkpoint.
+ConfigView checkpoint_view(const ExpertSpec& e, const std::string& dir) {
+  std::string toml = "checkpoint = " + toml_string(dir) + "\n";
+  for (const char* key : {"dtype"})
+    if (e.config.has(key)) toml += std::string(key) + " = " + toml_string(e.config.get_string(key, "", "")) + "\n";
+  return ConfigView::from_string(toml, "<artifact " + e.name + ">");
 }
 
 PluginContext expert_context(const ExperimentSpec& spec, const std::string& name) {
@@ -134,7 +141,7 @@ std::shared_ptr<Expert> fresh_expert(const ExperimentSpec& spec, const LoadedExp
   const auto& e = spec.expert(name);
   if (e.train) {
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / loaded.expert_keys.at(name) / "model";
-    return registry.create_expert(e.plugin, checkpoint_view(dir.string(), name), expert_context(spec, name));
+    return registry.create_expert(e.plugin, checkpoint_view(e, dir.string()), expert_context(spec, name));
   }
   return registry.create_expert(e.plugin, e.config, expert_context(spec, name));
 }
@@ -192,7 +199,7 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       spdlog::info("[runner] prepare: expert '{}' exported to {}", e.name, e.train->export_dir);
     }
     loaded.experts[e.name] =
-        registry.create_expert(e.plugin, checkpoint_view((dir / "model").string(), e.name), expert_context(spec, e.name));
+        registry.create_expert(e.plugin, checkpoint_view(e, (dir / "model").string()), expert_context(spec, e.name));
   }
 }
 
@@ -239,7 +246,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       // The head names the base it decodes with: the fine-tuned copy as it will be loaded back.
       auto saved_base_fingerprint = [&](const std::string& base_dir) {
         const auto& b = spec.base();
-        return registry.create_expert(b.plugin, checkpoint_view(base_dir, b.name), expert_context(spec, b.name))
+        return registry.create_expert(b.plugin, checkpoint_view(b, base_dir), expert_context(spec, b.name))
             ->fingerprint();
       };
       train_deferral(base, assistants, policy, data, nullptr, c, ds, dir.string(),
@@ -256,7 +263,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       std::string base_fp;
       if (p.finetune_base) {
         const auto& b = spec.base();
-        base_fp = registry.create_expert(b.plugin, checkpoint_view((dir / "base").string(), b.name),
+        base_fp = registry.create_expert(b.plugin, checkpoint_view(b, (dir / "base").string()),
                                          expert_context(spec, b.name))->fingerprint();
       } else {
         base_fp = loaded.experts.at(spec.base().name)->fingerprint();
@@ -388,7 +395,7 @@ Expert& RunContext::base_named(const std::string& name) {
   if (!tuned) {
     const auto& b = spec_.base();
     spdlog::info("[runner] loading policy '{}''s jointly fine-tuned base ({})", name, dir->second);
-    tuned = registry_.create_expert(b.plugin, checkpoint_view(dir->second, b.name), expert_context(spec_, b.name));
+    tuned = registry_.create_expert(b.plugin, checkpoint_view(b, dir->second), expert_context(spec_, b.name));
   }
   return *tuned;
 }
