@@ -4,6 +4,7 @@
 // model on reuse, and head files refusing other experts.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -637,4 +638,61 @@ TEST_CASE("bf16 training through f32 master weights tracks f32 training where pl
   CHECK(err_plain > 0.5);
   // The bf16 model really stayed bf16.
   CHECK(mixed->parameters().front().scalar_type() == torch::kBFloat16);
+}
+
+namespace {
+
+// The pair-data contract on a real tokenizer: [BOS] + encode(prompt + target) (+ EOS), loss on the
+// joint tokens after the prompt's, and those decode to the target (no stray "▁" at its start).
+void check_joint_tokenization(const colm::Tokenizer& tok) {
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"Question: Ava has 3 apples and gets 4 more. How many now?\nAnswer:", " Ava has 3 + 4 = 7 apples.\n#### 7"},
+      {"The capital of France is", " Paris."},
+      {"Once upon a", " time, there was a cat"},
+      {"x =", " 12"}};
+  const auto d = colm::make_pair_data(pairs, tok, 256, true, true);
+  REQUIRE(d.size() == pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto& [prompt, target] = pairs[i];
+    INFO("pair " << i << ": " << prompt << " | " << target);
+    const auto joint = tok.encode(prompt + target);
+    std::vector<int64_t> want;
+    if (tok.bos_id()) want.push_back(*tok.bos_id());
+    want.insert(want.end(), joint.begin(), joint.end());
+    if (tok.eos_id()) want.push_back(*tok.eos_id());
+    CHECK(d.ids[i] == want);
+    // The target tokens: the joint tokenization after the prompt's.
+    std::vector<int64_t> targets;
+    for (size_t t = 0; t < d.ids[i].size(); ++t)
+      if (d.loss_mask[i][t] && !(tok.eos_id() && t + 1 == d.ids[i].size())) targets.push_back(d.ids[i][t]);
+    const size_t k = colm::prompt_token_count(tok, prompt, joint);
+    CHECK(targets == std::vector<int64_t>(joint.begin() + long(k), joint.end()));
+    CHECK(tok.decode(std::vector<int64_t>(joint.begin(), joint.begin() + long(k))) == tok.decode(tok.encode(prompt)));
+    // Here every boundary falls between tokens, so the targets read, after the prompt, exactly as the
+    // target's text (decoded in context: SentencePiece decoders drop a leading space of a whole text).
+    const auto whole = tok.decode(joint), before = tok.decode(std::vector<int64_t>(joint.begin(), joint.begin() + long(k)));
+    REQUIRE(whole.compare(0, before.size(), before) == 0);
+    CHECK(whole.substr(before.size()) == target);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("pair data tokenises prompt + target in one pass and masks from the prompt's tokens", "[train][data]") {
+  SECTION("gpt2 (byte-level BPE)") {
+    check_joint_tokenization(colm::Tokenizer::from_file(colm::test::fixture("tokenizers/gpt2/tokenizer.json")));
+  }
+  SECTION("mistral (SentencePiece BPE, as Llama 2)") {
+    const auto tok = colm::Tokenizer::from_file(colm::test::fixture("tokenizers/mistral/tokenizer.json"));
+    check_joint_tokenization(tok);
+    // The old way put a stray "▁" at the target's start: tokenised alone, " Paris." is not the tail
+    // of the joint tokenization.
+    const auto alone = tok.encode(" Paris.");
+    const auto joint = tok.encode(std::string("The capital of France is") + " Paris.");
+    CHECK_FALSE(std::equal(alone.rbegin(), alone.rend(), joint.rbegin()));
+  }
+  SECTION("llama2") {
+    COLM_REQUIRE_SHARED_FIXTURE(dir, "tokenizers/llama2");
+    check_joint_tokenization(colm::Tokenizer::from_file(dir + "/tokenizer.json"));
+  }
 }

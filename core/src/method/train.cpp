@@ -88,6 +88,24 @@ std::string TrainData::hash() const {
   return h.hex();
 }
 
+size_t prompt_token_count(const Tokenizer& tok, const std::string& prompt, const std::vector<int64_t>& joint) {
+  if (prompt.empty()) return 0;
+  const auto alone = tok.encode(prompt);
+  const std::string text = tok.decode(alone);
+  auto fits = [&](size_t k) {
+    const auto t = tok.decode(std::vector<int64_t>(joint.begin(), joint.begin() + long(k)));
+    return t.size() <= text.size() && text.compare(0, t.size(), t) == 0;
+  };
+  // Start where the prompt alone ends (the usual answer) and move by single tokens: a few decodes.
+  size_t k = std::min(alone.size(), joint.size());
+  if (fits(k)) {
+    while (k < joint.size() && fits(k + 1)) ++k;
+  } else {
+    while (k > 0 && !fits(k)) --k;
+  }
+  return k;
+}
+
 TrainData make_pair_data(const std::vector<std::pair<std::string, std::string>>& pairs, const Tokenizer& tok,
                          int64_t max_len, bool add_bos, bool add_eos) {
   COLM_CHECK(max_len >= 2, "make_pair_data: max_len must be >= 2, got " << max_len);
@@ -100,8 +118,9 @@ TrainData make_pair_data(const std::vector<std::pair<std::string, std::string>>&
       ids.push_back(*tok.bos_id());
       mask.push_back(0);
     }
-    for (auto t : tok.encode(prompt)) ids.push_back(t), mask.push_back(0);
-    for (auto t : tok.encode(target)) ids.push_back(t), mask.push_back(1);
+    const auto joint = tok.encode(prompt + target);
+    const size_t k = prompt_token_count(tok, prompt, joint);
+    for (size_t i = 0; i < joint.size(); ++i) ids.push_back(joint[i]), mask.push_back(i < k ? 0 : 1);
     if (add_eos && tok.eos_id()) ids.push_back(*tok.eos_id()), mask.push_back(1);
     mask[0] = 0;  // an empty prompt without BOS: the first target has no context
     if (static_cast<int64_t>(ids.size()) > max_len) {

@@ -64,12 +64,19 @@ struct TrainData {
   std::string hash() const;
 };
 
-// (prompt, target) pairs -> [BOS] prompt target [EOS], loss on target tokens and EOS. Prompt and target
-// are tokenised separately (so the boundary is exact). Sequences longer than max_len keep their first
-// max_len tokens; pairs whose targets fall entirely beyond max_len are dropped with a warning.
+// (prompt, target) pairs -> [BOS] prompt target [EOS], loss on target tokens and EOS. Each sequence is
+// tokenised in one pass (prompt + target), as the text reads: a separate tokenisation of the target
+// would start it as a text of its own (SentencePiece tokenizers then put a stray "▁" there). The
+// prompt's tokens are the longest run of the joint tokens whose text is a prefix of the prompt (see
+// prompt_token_count); a token straddling the boundary is a target. Sequences longer than max_len
+// keep their first max_len tokens; pairs whose targets fall entirely beyond max_len are dropped with a warning.
 // BOS/EOS are added only when the tokenizer has them and the flags ask for them.
 TrainData make_pair_data(const std::vector<std::pair<std::string, std::string>>& pairs, const Tokenizer& tokenizer,
                          int64_t max_len, bool add_bos = true, bool add_eos = true);
+// How many of `joint` (the tokens of prompt + target, no special tokens) belong to the prompt: the
+// largest k such that the text of joint[0, k) is a prefix of the prompt's text as the tokenizer
+// reproduces it (decode(encode(prompt))).
+size_t prompt_token_count(const Tokenizer& tokenizer, const std::string& prompt, const std::vector<int64_t>& joint);
 // Text files -> one token stream ([BOS] text [EOS] per file) cut into chunks of max_len tokens, every
 // token but each chunk's first a target. A missing or unreadable file is a colm::Error naming it.
 TrainData make_text_data(const std::vector<std::string>& files, const Tokenizer& tokenizer, int64_t max_len);
