@@ -324,6 +324,37 @@ TEST_CASE("zipped axes iterate together and seeds multiply policy runs only", "[
   }
 }
 
+TEST_CASE("an lm-trained expert's key follows the seed it trains with, explicit or from the experiment",
+          "[experiment]") {
+  // base_lm: the base fine-tuned with lm; its training seed defaults to experiment.seed.
+  const auto with_lm = replace(kValid, "[task]", R"([experts.base_lm]
+plugin = "transformer"
+role = "reference"
+family = "gpt2"
+n_layer = 1
+n_head = 2
+d_model = 16
+d_ff = 32
+max_positions = 256
+init_seed = 1
+
+[experts.base_lm.train]
+steps = 2
+
+[task]
+seed = 4)");  // the task's data pinned: only the training seed follows experiment.seed
+  const auto seed1 = load(with_lm);
+  const auto seed2 = load(with_lm, {"experiment.seed=2"});
+  CHECK(seed1.spec.expert("base_lm").train->seed == 1);
+  CHECK(seed2.spec.expert("base_lm").train->seed == 2);
+  CHECK(seed1.loaded.expert_keys.at("base_lm") != seed2.loaded.expert_keys.at("base_lm"));
+  // An explicit seed wins over the experiment's: the same key whatever experiment.seed is.
+  const auto pinned = replace(with_lm, "steps = 2", "steps = 2\nseed = 9");
+  CHECK(load(pinned).loaded.expert_keys.at("base_lm") ==
+        load(pinned, {"experiment.seed=2"}).loaded.expert_keys.at("base_lm"));
+  CHECK(load(with_lm).loaded.expert_keys.at("base_lm") == seed1.loaded.expert_keys.at("base_lm"));  // stable
+}
+
 TEST_CASE("run keys are stable and depend on what changes results", "[experiment]") {
   const auto a = load(kValid);
   const auto b = load(kValid);

@@ -639,7 +639,10 @@ std::string expert_artifact_key(const ExpertSpec& spec, const std::string& initi
                                 const std::string& plugin_version) {
   if (!spec.train) return initial_key;
   Hasher h;
-  h.add("expert-lm-v1").add(spec.plugin).add(plugin_version).add(initial_key).add(spec.train->canonical);
+  // v2: the resolved training seed too (it defaults to experiment.seed, which `canonical`, holding
+  // only the keys written in the table, leaves out: v1 reused one seed's expert for another seed).
+  h.add("expert-lm-v2").add(spec.plugin).add(plugin_version).add(initial_key).add(spec.train->canonical);
+  h.add(spec.train->seed);
   h.add(spec.train->data == "task" ? "task:" + task_key : "file:" + sha1_file(spec.train->data));
   return h.hex();
 }
