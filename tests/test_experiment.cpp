@@ -327,18 +327,10 @@ TEST_CASE("zipped axes iterate together and seeds multiply policy runs only", "[
 TEST_CASE("an lm-trained expert's key follows the seed it trains with, explicit or from the experiment",
           "[experiment]") {
   // base_lm: the base fine-tuned with lm; its training seed defaults to experiment.seed.
-  const auto with_lm = replace(kValid, "[task]", R"([experts.base_lm]
-plugin = "transformer"
-role = "reference"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 1
-
-[experts.base_lm.train]
+  const auto base = kValid.substr(kValid.find("[experts.base]"), kValid.find("[experts.helper]") - kValid.find("[experts.base]"));
+  const auto with_lm = replace(kValid, "[task]",
+                               replace(replace(base, "[experts.base]", "[experts.base_lm]"), "role = \"base\"",
+                                       "role = \"reference\"") + R"([experts.base_lm.train]
 steps = 2
 
 [task]

@@ -322,7 +322,7 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
         ++d.tokens;
         const bool digit = is_digit_token(t.text);
         const bool result = digit && is_result_digit(before, t.text);
-        const std::string before_token = result ? before : std::string();
+        const char op = result ? result_operation(before, t.text) : '?';  // read before `before` grows
         before += t.text;
         d.digits += digit;
         d.result_digits += result;
@@ -334,7 +334,7 @@ ReportExperiment load_experiment(const ResultsStore& store, const ExperimentReco
             while (d.source_names.size() <= j) d.source_names.push_back("assistant " + std::to_string(d.source_names.size()));
           }
           ++d.by_source[j];
-          if (result) ++d.results_by_source[j][result_operation(before_token, t.text)];
+          if (result) ++d.results_by_source[j][op];
         }
         if (t.source != 0) {
           ++d.deferred;

@@ -180,6 +180,12 @@ std::string source_name(const ReportExperiment& x, size_t source) {
   return source == 0 ? "base" : "assistant " + std::to_string(source);
 }
 
+// A run's own name for its source (its policy may use a subset of the assistants), else the experiment's.
+std::string source_name(const ReportExperiment& x, const ReportDeferral& d, size_t source) {
+  if (source < d.source_names.size() && !d.source_names[source].empty()) return d.source_names[source];
+  return source_name(x, source);
+}
+
 Table deferral_table(const ReportExperiment& x) {
   Table t;
   t.header = {"policy", "η", "strategy", "split", "seed", "tokens", "deferred", "digits among deferred",
@@ -190,9 +196,7 @@ Table deferral_table(const ReportExperiment& x) {
     const auto* r = x.find_run(d.run_id);
     std::string by_model, top;
     for (size_t s = 0; s < d.by_source.size(); ++s)
-      by_model += (s ? ", " : "") + (s < d.source_names.size() && !d.source_names[s].empty() ? d.source_names[s]
-                                                                                           : source_name(x, s)) +
-                  " " + std::to_string(d.by_source[s]);
+      by_model += (s ? ", " : "") + source_name(x, d, s) + " " + std::to_string(d.by_source[s]);
     for (const auto& tc : d.top) top += (top.empty() ? "" : " ") + visible_token(tc.text) + "×" + std::to_string(tc.count);
     t.rows.push_back({r->run.policy, eta_text(*r), r->run.strategy, r->run.split, std::to_string(r->run.seed),
                       std::to_string(d.tokens),
@@ -238,9 +242,8 @@ Table assistant_table(const ReportExperiment& x) {
       int64_t results = 0;
       if (s < d.results_by_source.size())
         for (const auto& [op, c] : d.results_by_source[s]) results += c;
-      const auto name = s < d.source_names.size() && !d.source_names[s].empty() ? d.source_names[s] : source_name(x, s);
       t.rows.push_back({r->run.policy, eta_text(*r), r->run.split, std::to_string(r->run.seed),
-                        name + (s == 0 ? " (base)" : ""), std::to_string(d.by_source[s]),
+                        source_name(x, d, s) + (s == 0 ? " (base)" : ""), std::to_string(d.by_source[s]),
                         percent(d.by_source[s], d.tokens), percent(results, d.by_source[s]),
                         s < d.results_by_source.size() ? result_operations_text(d.results_by_source[s]) : "—"});
     }
