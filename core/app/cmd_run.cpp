@@ -54,7 +54,8 @@ int auto_jobs(const LoadedExperiment& loaded, int threads, size_t runs) {
 // Training, calibration and the sweep, each split across `jobs` worker processes.
 // Workers are this binary with the same arguments, a shard of this process's shard and their share
 // of the threads; the results store (SQLite, WAL) takes their writes. Returns false when a worker failed.
-bool run_in_workers(const std::vector<std::string>& base_args, int jobs, int threads, const ShardSpec& shard) {
+bool run_in_workers(const std::vector<std::string>& base_args, int jobs, int threads, const ShardSpec& shard,
+                    const std::string& shard_by) {
   const int per_worker = std::max(1, threads / jobs);
   spdlog::info("[run] {} worker processes, {} torch thread{} each", jobs, per_worker, per_worker == 1 ? "" : "s");
   bool ok = true;
@@ -63,7 +64,7 @@ bool run_in_workers(const std::vector<std::string>& base_args, int jobs, int thr
     for (int j = 0; j < jobs; ++j) {
       auto args = base_args;
       // Worker j of shard s/n takes runs s + j*n (mod n*jobs): the shards of all processes partition the runs.
-      args.insert(args.end(), {"--stage", stage, "--shard",
+      args.insert(args.end(), {"--stage", stage, "--shard-by", shard_by, "--shard",
                                std::to_string(shard.index + j * shard.count) + "/" +
                                    std::to_string(shard.count * jobs)});
       pids.push_back(spawn_worker(args, per_worker));
@@ -92,16 +93,25 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
       "validation split, sweep on the test split. Finished runs are skipped; an interrupted run\n"
       "resumes example by example.\n\noptions");
   std::vector<std::string> overrides;
-  std::string shard = "0/1", stage = "all", jobs_text = "1";
+  std::string shard = "0/1", stage = "all", jobs_text = "1", shard_by = "runs";
+  double wait_s = 3600;
   desc.add_options()("help,h", "this help")(
       "dry-run", "validate and print the expanded runs without executing anything")(
       "set", po::value<std::vector<std::string>>(&overrides)->composing(),
       "override a key, e.g. --set sweep.eta=[0.2,0.4] (repeatable)")(
       "shard", po::value<std::string>(&shard)->default_value("0/1"),
       "run only runs i, i+n, i+2n, ... of the expanded list (i/n, 0-based), e.g. a Slurm array task")(
+      "shard-by", po::value<std::string>(&shard_by)->default_value("runs"),
+      "runs: the shard takes whole runs; examples: it takes the i-th of n ranges of every run's examples "
+      "(finish the runs with --stage finish after merging the shard databases)")(
       "stage", po::value<std::string>(&stage)->default_value("all"),
-      "run the stages up to this one: prepare, train, calibrate (the shard then splits the calibrations), "
-      "sweep or all")(
+      "all, or one stage alone: prepare (lm-trained experts), train (prepare, then the policies), calibrate "
+      "(the shard's share of the calibrations), sweep (the shard's runs, with calibrations read from their "
+      "artifacts), finish (metrics of runs whose examples are all stored, e.g. after colm merge); a stage "
+      "alone waits for the artifacts of the earlier ones and never builds them")(
+      "wait", po::value<double>(&wait_s)->default_value(3600),
+      "seconds to wait for an artifact another process is building or an earlier stage must build, before "
+      "failing (COLM_ARTIFACT_WAIT overrides it)")(
       "jobs", po::value<std::string>(&jobs_text)->default_value("1"),
       "N or auto: train, calibrate and sweep in N worker processes that split the threads (auto: one per "
       "thread when the models are small); results are the same as with 1")(
@@ -119,6 +129,8 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   try {
     sh = parse_shard(shard);
     parse_stage(stage);
+    parse_shard_by(shard_by);
+    if (!(wait_s >= 0)) throw Error("--wait: expected seconds >= 0");
     if (jobs_text != "auto") {
       size_t used = 0;
       jobs = std::stoi(jobs_text, &used);
@@ -154,12 +166,14 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
                 << (p.trained ? ", " + p.objective + (p.init != "none" ? " after " + p.init : "") : "")
                 << ") key=" << loaded.policy_keys.at(p.name).substr(0, 12) << "\n";
     for (size_t i = 0; i < runs.size(); ++i)
-      if (in_shard(i, sh)) std::cout << "run " << i << ": " << describe_run(runs[i]) << "\n";
+      if (shard_by == "examples" || in_shard(i, sh)) std::cout << "run " << i << ": " << describe_run(runs[i]) << "\n";
     return 0;
   }
   RunnerOptions ro;
   ro.shard = sh;
   ro.stage = stage;
+  ro.shard_by = shard_by;
+  ro.wait_s = wait_s;
   const int threads = torch_threads();
   if (jobs == 0) jobs = auto_jobs(loaded, threads, runs.size());
   if (jobs > 1 && (stage == "all" || stage == "sweep")) {
@@ -167,13 +181,13 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
     // share the artifacts (built once, under a lock) and the store.
     std::vector<std::string> args = {global.argv0, "--log-level", global.log_level};
     for (const auto& d : global.plugin_dirs) args.insert(args.end(), {"--plugin-dir", d});
-    args.insert(args.end(), {"run", path, "--jobs", "1"});
+    args.insert(args.end(), {"run", path, "--jobs", "1", "--wait", std::to_string(wait_s)});
     for (const auto& o : overrides) args.insert(args.end(), {"--set", o});
-    const bool ok = run_in_workers(args, jobs, threads, sh);
+    const bool ok = run_in_workers(args, jobs, threads, sh, shard_by);
     auto store = ResultsStore::open(spec.database);
     int64_t done = 0, failed = 0, pending = 0;
     for (size_t i = 0; i < runs.size(); ++i) {
-      if (!in_shard(i, sh)) continue;
+      if (shard_by == "runs" && !in_shard(i, sh)) continue;
       const auto r = store.find_run(runs[i].key);
       if (r && r->status == "done") ++done;
       else if (r && r->status == "failed") ++failed;
@@ -185,10 +199,15 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   }
   const auto summary = run_experiment(spec, loaded, runs, registry, ro);
   std::cout << "experiment " << spec.name << ": " << summary.runs_done << " runs done, " << summary.runs_skipped
-            << " already finished, " << summary.runs_failed << " failed; " << summary.examples_decoded
-            << " examples decoded, " << summary.calibration_points << " calibration points decoded ("
-            << summary.calibration_reused << " reused); results in " << spec.database << "\n";
-  return summary.runs_failed ? 1 : 0;
+            << " already finished, " << summary.runs_failed << " failed"
+            << (summary.runs_partial ? ", " + std::to_string(summary.runs_partial) +
+                                           (stage == "finish" ? " incomplete (examples missing)"
+                                                              : " with this shard's examples stored")
+                                     : std::string())
+            << "; " << summary.examples_decoded << " examples decoded, " << summary.calibration_points
+            << " calibration points decoded (" << summary.calibration_reused << " reused); results in "
+            << spec.database << "\n";
+  return summary.runs_failed || (stage == "finish" && summary.runs_partial) ? 1 : 0;
 }
 
 const RegisterCommand kRegister("run", "validate and run an experiment (TOML); --dry-run lists its runs",

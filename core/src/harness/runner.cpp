@@ -2,8 +2,6 @@
 // Training goes through train.hpp, decoding through decode.hpp; storage is the ResultsStore (store.hpp).
 #include "harness/runner.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +21,7 @@
 #include "colm/api.hpp"
 #include "colm/hash.hpp"
 #include "base/progress.hpp"
+#include "harness/artifacts.hpp"
 #include "harness/stats.hpp"
 #include "method/decode.hpp"
 #include "plugin/registry.hpp"
@@ -49,9 +48,19 @@ ShardSpec parse_shard(const std::string& text) {
 }
 
 std::string parse_stage(const std::string& text) {
-  for (const char* s : {"all", "prepare", "train", "calibrate", "sweep"})
+  for (const char* s : {"all", "prepare", "train", "calibrate", "sweep", "finish"})
     if (text == s) return text;
-  throw Error("--stage '" + text + "': expected all, prepare, train, calibrate or sweep");
+  throw Error("--stage '" + text + "': expected all, prepare, train, calibrate, sweep or finish");
+}
+
+std::string parse_shard_by(const std::string& text) {
+  if (text == "runs" || text == "examples") return text;
+  throw Error("--shard-by '" + text + "': expected runs or examples");
+}
+
+std::pair<size_t, size_t> examples_range(size_t n_examples, const ShardSpec& shard) {
+  const auto n = size_t(shard.count), i = size_t(shard.index);
+  return {n_examples * i / n, n_examples * (i + 1) / n};
 }
 
 bool in_shard(size_t run_index, const ShardSpec& shard) {
@@ -59,33 +68,6 @@ bool in_shard(size_t run_index, const ShardSpec& shard) {
 }
 
 namespace {
-
-constexpr const char* kDoneFile = "DONE";
-
-// An exclusive advisory lock on <dir>.lock, held while an artifact is built: two shards that need
-// the same trained expert or policy build it once (the second waits, then finds it DONE).
-class DirLock {
- public:
-  explicit DirLock(const fs::path& dir) {
-    fs::create_directories(dir.parent_path());
-    const auto path = dir.string() + ".lock";
-    fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error("[runner] cannot open lock file " + path);
-    if (::flock(fd_, LOCK_EX) != 0) {
-      ::close(fd_);
-      throw Error("[runner] cannot lock " + path);
-    }
-  }
-  ~DirLock() {
-    ::flock(fd_, LOCK_UN);
-    ::close(fd_);
-  }
-  DirLock(const DirLock&) = delete;
-  DirLock& operator=(const DirLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
 
 std::string toml_string(const std::string& s) {
   std::string out = "\"";
@@ -117,15 +99,9 @@ PluginContext expert_context(const ExperimentSpec& spec, const std::string& name
   return ctx;
 }
 
-// Marks an artifact directory finished; written last, atomically, so a killed stage is redone.
-void mark_done(const fs::path& dir) {
-  const auto tmp = dir / (std::string(kDoneFile) + ".tmp");
-  std::ofstream(tmp) << "ok\n";
-  fs::rename(tmp, dir / kDoneFile);
-}
-
 void copy_dir_atomic(const fs::path& from, const fs::path& to) {
-  const auto tmp = to.string() + ".tmp";
+  // A name of this process's own: two processes exporting at once do not write into one another.
+  const auto tmp = to.string() + ".tmp." + std::to_string(::getpid());
   std::error_code ec;
   if (to.has_parent_path()) fs::create_directories(to.parent_path());
   fs::remove_all(tmp, ec);
@@ -158,16 +134,20 @@ std::vector<std::pair<std::string, std::string>> task_pairs(Task& task, const st
 }  // namespace
 
 void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
-                     const ShardSpec& only) {
+                     const ShardSpec& only, const ArtifactAccess& access) {
   size_t n_trained = 0;
   for (const auto& e : spec.experts) {
     if (!e.train) continue;
-    // Base and assistants are prepared by every shard (once, under the lock): policies train on them.
+    // Base and assistants are prepared by every shard (built once: the others wait): policies train on them.
     if (e.role == "reference" && !in_shard(n_trained++, only)) continue;
     const auto key = loaded.expert_keys.at(e.name);
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / key;
-    DirLock lock(dir);
-    if (!fs::exists(dir / kDoneFile)) {
+    const auto what = "lm-trained expert '" + e.name + "'";
+    std::optional<ArtifactClaim> claim;
+    if (access.build) claim = claim_or_wait(dir, what, access.wait_s);
+    else wait_for_artifact(dir, what, access.wait_s, "Run `colm run EXPERIMENT.toml --stage train` first.");
+    const bool built = claim.has_value();
+    if (claim) {
       COLM_CHECK(loaded.experts.count(e.name), "[runner] expert '" << e.name << "' was not instantiated");
       auto& expert = *loaded.experts.at(e.name);
       const auto& t = *e.train;
@@ -190,11 +170,12 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       LmObjective objective(expert);
       const auto r = train(objective, data, nullptr, c);
       copy_dir_atomic(fs::path(r.checkpoint) / "artifacts" / "model", dir / "model");
-      mark_done(dir);
+      mark_artifact_done(dir);
     } else {
       spdlog::info("[runner] prepare: expert '{}' reused from {}", e.name, dir.string());
     }
-    if (!e.train->export_dir.empty()) {
+    // Exported by the process that built it (or when the export is missing).
+    if (!e.train->export_dir.empty() && (built || !fs::exists(e.train->export_dir))) {
       copy_dir_atomic(dir / "model", e.train->export_dir);
       spdlog::info("[runner] prepare: expert '{}' exported to {}", e.name, e.train->export_dir);
     }
@@ -205,18 +186,23 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
 
 std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, LoadedExperiment& loaded,
                                                   const Registry& registry, const ShardSpec& only,
-                                                  size_t first_index) {
+                                                  size_t first_index, const ArtifactAccess& access,
+                                                  const std::set<std::string>* wanted) {
   size_t n_trained = first_index;
   std::map<std::string, std::string> base_dirs;
   for (const auto& p : spec.policies) {
     if (!p.trained) continue;
     if (!in_shard(n_trained++, only)) continue;
+    if (wanted && !wanted->count(p.name)) continue;
     std::vector<Expert*> assistants;
     for (const auto* a : spec.assistants_of(p.name)) assistants.push_back(loaded.experts.at(a->name).get());
     const auto dir = fs::path(spec.artifacts_dir) / "policies" / loaded.policy_keys.at(p.name);
     auto& policy = *loaded.policies.at(p.name);
-    DirLock lock(dir);
-    if (!fs::exists(dir / kDoneFile)) {
+    const auto what = "trained policy '" + p.name + "'";
+    std::optional<ArtifactClaim> claim;
+    if (access.build) claim = claim_or_wait(dir, what, access.wait_s);
+    else wait_for_artifact(dir, what, access.wait_s, "Run `colm run EXPERIMENT.toml --stage train` first.");
+    if (claim) {
       // A jointly fine-tuned base is trained on its own copy: the shared base stays as prepared.
       auto own_base = p.finetune_base ? fresh_expert(spec, loaded, registry, spec.base().name) : nullptr;
       auto& base = own_base ? *own_base : *loaded.experts.at(spec.base().name);
@@ -251,7 +237,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       };
       train_deferral(base, assistants, policy, data, nullptr, c, ds, dir.string(),
                      (fs::path(spec.artifacts_dir) / "scores").string(), saved_base_fingerprint);
-      mark_done(dir);
+      mark_artifact_done(dir);
     } else {
       spdlog::info("[runner] train: policy '{}' reused from {}", p.name, dir.string());
       const auto head = (dir / "head.safetensors").string();
@@ -273,6 +259,22 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
     if (p.finetune_base) base_dirs[p.name] = (dir / "base").string();
   }
   return base_dirs;
+}
+
+std::set<std::string> needed_policies(const ExperimentSpec& spec, const std::vector<RunSpec>& runs,
+                                      const std::vector<std::pair<std::string, std::string>>& calibrations) {
+  std::set<std::string> out;
+  auto need = [&](const std::string& name) {
+    if (spec.policy(name).trained) out.insert(name);
+    // The base that decodes it may be another trained policy's fine-tuned base.
+    const auto base = spec.decoding_base(name);
+    for (const auto& p : spec.policies)
+      if (p.name == base && p.trained) out.insert(base);
+  };
+  for (const auto& r : runs)
+    if (r.kind == "policy" || r.kind == "teacher_forced") need(r.policy);
+  for (const auto& c : calibrations) need(c.first);
+  return out;
 }
 
 double choose_eta(const std::vector<CalibrationPoint>& curve) {
@@ -558,6 +560,37 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
 
 // ---- calibrate ------------------------------------------------------------------------------------
 
+namespace {
+
+// The whole curve into the calibration table: one row per (eta, metric), (eta, deferral_rate) and,
+// by rate, (eta, target_rate); chosen marks the eta(s) the sweep uses.
+void store_calibration(ResultsStore& store, int64_t experiment_id, const std::string& policy,
+                       const std::string& strategy, const std::string& split, const std::string& metric,
+                       const CalibrationResult& res) {
+  std::vector<CalibrationRecord> rows;
+  for (const auto& p : res.curve) {
+    const bool chosen = std::find(res.chosen.begin(), res.chosen.end(), p.eta) != res.chosen.end();
+    std::vector<std::pair<std::string, double>> values = {{metric, p.metric}};
+    if (metric != "deferral_rate") values.emplace_back("deferral_rate", p.deferral_rate);
+    if (p.target_rate) values.emplace_back("target_rate", *p.target_rate);
+    for (const auto& [name, value] : values) {
+      CalibrationRecord r;
+      r.experiment_id = experiment_id;
+      r.policy = policy;
+      r.strategy = strategy;
+      r.threshold = p.eta;
+      r.split = split;
+      r.metric = name;
+      r.value = value;
+      r.chosen = chosen;
+      rows.push_back(r);
+    }
+  }
+  store.set_calibration(experiment_id, policy, strategy, split, rows);
+}
+
+}  // namespace
+
 CalibrationPoint RunContext::calibration_point(ResultsStore& store, const std::string& policy,
                                                const std::string& strategy, const std::string& point_key, double eta,
                                                const std::vector<double>& rates, std::vector<double>* thresholds,
@@ -696,32 +729,65 @@ CalibrationResult RunContext::calibrate(ResultsStore& store, int64_t experiment_
     for (double rate : cal.target_rates) res.chosen.push_back(eta_for_rate(res.curve, rate)), res.edge.push_back("");
   }
 
-  // The whole curve: one row per (eta, metric), (eta, deferral_rate) and, by rate, (eta, target_rate);
-  // chosen marks the eta(s) the sweep uses.
-  std::vector<CalibrationRecord> rows;
-  for (const auto& p : res.curve) {
-    const bool chosen = std::find(res.chosen.begin(), res.chosen.end(), p.eta) != res.chosen.end();
-    std::vector<std::pair<std::string, double>> values = {{metric, p.metric}};
-    if (metric != "deferral_rate") values.emplace_back("deferral_rate", p.deferral_rate);
-    if (p.target_rate) values.emplace_back("target_rate", *p.target_rate);
-    for (const auto& [name, value] : values) {
-      CalibrationRecord r;
-      r.experiment_id = experiment_id;
-      r.policy = policy;
-      r.strategy = strategy;
-      r.threshold = p.eta;
-      r.split = cal.split;
-      r.metric = name;
-      r.value = value;
-      r.chosen = chosen;
-      rows.push_back(r);
+  store_calibration(store, experiment_id, policy, strategy, cal.split, metric, res);
+  // The same result as a file artifact, for sweep shards that run as a stage of their own (perhaps on
+  // other machines, with databases of their own). Every field round-trips exactly (JSON doubles).
+  const auto dir = fs::path(spec_.artifacts_dir) / "calibrations" / res.key;
+  if (!artifact_done(dir)) {
+    nlohmann::json j;
+    j["policy"] = policy;
+    j["strategy"] = strategy;
+    j["split"] = cal.split;
+    j["metric"] = metric;
+    j["chosen"] = res.chosen;
+    j["edge"] = res.edge;
+    for (const auto& p : res.curve) {
+      nlohmann::json q = {{"eta", p.eta}, {"metric", p.metric}, {"deferral_rate", p.deferral_rate}};
+      if (p.target_rate) q["target_rate"] = *p.target_rate;
+      j["curve"].push_back(q);
     }
+    write_file_atomic(dir / "calibration.json", j.dump());
+    mark_artifact_done(dir);
   }
-  store.set_calibration(experiment_id, policy, strategy, cal.split, rows);
   std::string chosen_text;
   for (double e : res.chosen) chosen_text += (chosen_text.empty() ? "" : ", ") + fmt::format("{:.4g}", e);
   spdlog::info("[runner] calibrate: policy '{}' ({}) eta = {} (on {}, {} points)", policy, strategy, chosen_text,
                cal.split, res.curve.size());
+  return res;
+}
+
+CalibrationResult RunContext::load_calibration(ResultsStore& store, int64_t experiment_id, const std::string& policy,
+                                               const std::string& strategy, double wait_s) {
+  CalibrationResult res;
+  res.key = calibration_key(spec_, policy, strategy, loaded_);
+  const auto dir = fs::path(spec_.artifacts_dir) / "calibrations" / res.key;
+  wait_for_artifact(dir, "the calibration of policy '" + policy + "' (" + strategy + ")", wait_s,
+                    "Run `colm run EXPERIMENT.toml --stage calibrate` (all its shards) first.");
+  const auto path = dir / "calibration.json";
+  nlohmann::json j;
+  try {
+    std::ifstream in(path);
+    in >> j;
+    res.chosen = j.at("chosen").get<std::vector<double>>();
+    res.edge = j.at("edge").get<std::vector<std::string>>();
+    for (const auto& q : j.at("curve")) {
+      CalibrationPoint p;
+      p.eta = q.at("eta").get<double>();
+      p.metric = q.at("metric").get<double>();
+      p.deferral_rate = q.at("deferral_rate").get<double>();
+      if (q.contains("target_rate")) p.target_rate = q.at("target_rate").get<double>();
+      res.curve.push_back(p);
+    }
+  } catch (const std::exception& e) {
+    throw Error("[runner] calibration artifact " + path.string() + " is unreadable (" + e.what() +
+                "); delete its directory and run the calibrate stage again");
+  }
+  COLM_CHECK(!res.chosen.empty() && res.chosen.size() == res.edge.size() && !res.curve.empty(),
+             "[runner] calibration artifact " << path.string() << " is incomplete; delete its directory and run "
+                                                                   "the calibrate stage again");
+  store_calibration(store, experiment_id, policy, strategy, j.at("split").get<std::string>(),
+                    j.at("metric").get<std::string>(), res);
+  spdlog::info("[runner] calibrate: policy '{}' ({}) read from {}", policy, strategy, dir.string());
   return res;
 }
 
@@ -749,6 +815,16 @@ std::vector<std::pair<std::string, std::string>> needed_calibrations(const Exper
   return out;
 }
 
+namespace {
+// The runs this process decodes (all of them when the shards split examples).
+std::vector<RunSpec> shard_runs(const std::vector<RunSpec>& runs, const RunnerOptions& options) {
+  std::vector<RunSpec> mine;
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (options.shard_by == "examples" || in_shard(i, options.shard)) mine.push_back(runs[i]);
+  return mine;
+}
+}  // namespace
+
 std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage(
     const ExperimentSpec& spec, RunContext& context, ResultsStore& store, int64_t experiment_id,
     const std::vector<RunSpec>& runs, const RunnerOptions& options, RunSummary* summary) {
@@ -762,11 +838,11 @@ std::map<std::pair<std::string, std::string>, CalibrationResult> calibrate_stage
         out[pairs[i]] = context.calibrate(store, experiment_id, pairs[i].first, pairs[i].second, summary);
     return out;
   }
-  std::vector<RunSpec> mine;
-  for (size_t i = 0; i < runs.size(); ++i)
-    if (in_shard(i, options.shard)) mine.push_back(runs[i]);
-  for (const auto& key : needed_calibrations(spec, mine, store))
-    out[key] = context.calibrate(store, experiment_id, key.first, key.second, summary);
+  for (const auto& key : needed_calibrations(spec, shard_runs(runs, options), store))
+    out[key] = options.stage == "sweep"
+                   ? context.load_calibration(store, experiment_id, key.first, key.second,
+                                              artifact_wait_seconds(options.wait_s))
+                   : context.calibrate(store, experiment_id, key.first, key.second, summary);
   return out;
 }
 
@@ -814,7 +890,28 @@ struct SweepEnv {
   std::string git;
   std::string fingerprints;
   const std::map<std::pair<std::string, std::string>, CalibrationResult>& calibrations;
+  const ShardSpec* examples_shard = nullptr;  // sharded by examples: this process's share of each run
 };
+
+// Metrics from every stored example of the run (however many processes decoded them), then "done".
+void complete_run(ResultsStore& store, int64_t id, const RunSpec& run, const ExperimentSpec& spec) {
+  const auto all = store.examples(id, false);
+  const auto metrics =
+      summarize_examples(all, spec.report.bootstrap_samples, spec.report.confidence, hash64("bootstrap" + run.key));
+  store.set_metrics(id, metrics);
+  store.set_run_status(id, "done");
+  std::string line;
+  for (const auto& m : metrics) line += fmt::format(" {}={:.4f}", m.name, m.value);
+  spdlog::info("[runner] sweep: done {}:{}", describe_run(run), line);
+}
+
+// How many examples of `exs` run `id` has not stored.
+size_t missing_examples(const ResultsStore& store, int64_t id, const std::vector<Example>& exs) {
+  const auto stored = store.finished_example_ids(id);
+  size_t missing = 0;
+  for (const auto& e : exs) missing += stored.count(e.id) ? 0 : 1;
+  return missing;
+}
 
 // One run of the sweep: skipped when done, else decoded from the first example not yet stored,
 // written chunk by chunk (one transaction each), then summarised.
@@ -895,18 +992,23 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
     const auto& exs = env.context.examples(
         run.split, run.kind == "teacher_forced" ? spec.analysis->max_examples : spec.sweep.max_examples);
     const auto finished = store.finished_example_ids(id);
+    // This process's examples: all, or its range when the shards split each run's examples.
+    const auto range = env.examples_shard ? examples_range(exs.size(), *env.examples_shard)
+                                          : std::pair<size_t, size_t>{0, exs.size()};
     std::vector<size_t> todo;
-    for (size_t i = 0; i < exs.size(); ++i)
+    for (size_t i = range.first; i < range.second; ++i)
       if (!finished.count(exs[i].id)) todo.push_back(i);
-    spdlog::info("[runner] sweep: {}: {} examples{}", describe_run(run), exs.size(),
-                 finished.empty() ? std::string() : fmt::format(" ({} already stored, resuming)", finished.size()));
+    const size_t mine = range.second - range.first;
+    spdlog::info("[runner] sweep: {}: {} examples{}{}", describe_run(run), exs.size(),
+                 env.examples_shard ? fmt::format(" (this shard: {} to {})", range.first, range.second) : std::string(),
+                 mine == todo.size() ? std::string() : fmt::format(" ({} already stored, resuming)", mine - todo.size()));
     const auto chunk = size_t(spec.sweep.batch_size);
     // One display for the whole run (it is decoded chunk by chunk, each stored as it finishes).
     Progress progress = Progress::counting(decode_label(run.kind, run.policy, eta, run.split), "examples",
-                                           int64_t(exs.size()), int64_t(exs.size() - todo.size()));
+                                           int64_t(mine), int64_t(mine - todo.size()));
     for (size_t start = 0; start < todo.size(); start += chunk) {
       const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
-      const auto before = int64_t(exs.size() - todo.size() + start);
+      const auto before = int64_t(mine - todo.size() + start);
       const auto records =
           run.kind == "teacher_forced"
               ? env.context.analyze(run.policy, eta, run.seed, exs, idx, &progress, before)
@@ -916,15 +1018,18 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
       summary.examples_decoded += int64_t(records.size());
     }
     progress.finish();
-    const auto all = store.examples(id, false);
-    const auto metrics =
-        summarize_examples(all, spec.report.bootstrap_samples, spec.report.confidence, hash64("bootstrap" + run.key));
-    store.set_metrics(id, metrics);
-    store.set_run_status(id, "done");
+    if (env.examples_shard) {
+      // The run is finished by whichever process finds every example stored (all shards writing one
+      // database), or after the shard databases are merged (`--stage finish`).
+      if (const auto missing = missing_examples(store, id, exs)) {
+        ++summary.runs_partial;
+        spdlog::info("[runner] sweep: {}: examples {} to {} stored; {} of {} still missing (other shards)",
+                     describe_run(run), range.first, range.second, missing, exs.size());
+        return;
+      }
+    }
+    complete_run(store, id, run, spec);
     ++summary.runs_done;
-    std::string line;
-    for (const auto& m : metrics) line += fmt::format(" {}={:.4f}", m.name, m.value);
-    spdlog::info("[runner] sweep: done {}:{}", describe_run(run), line);
   } catch (const std::exception& e) {
     ++summary.runs_failed;
     spdlog::error("[runner] sweep: {} failed: {}", describe_run(run), e.what());
@@ -938,26 +1043,87 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
 
 }  // namespace
 
+namespace {
+
+// Stage "finish": every run of the experiment whose examples are all stored (shard databases merged,
+// each shard having decoded a range of every run's examples) gets its metrics and is marked done.
+RunSummary finish_runs(const ExperimentSpec& spec, RunContext& context, ResultsStore& store,
+                       const std::vector<RunSpec>& runs) {
+  RunSummary summary;
+  for (const auto& run : runs) {
+    const auto stored = store.find_run(run.key);
+    if (stored && stored->status == "done") {
+      ++summary.runs_skipped;
+      continue;
+    }
+    if (!stored) {
+      ++summary.runs_partial;
+      spdlog::error("[runner] finish: {} is not in {}: no shard started it", describe_run(run), spec.database);
+      continue;
+    }
+    const auto& exs = context.examples(
+        run.split, run.kind == "teacher_forced" ? spec.analysis->max_examples : spec.sweep.max_examples);
+    if (const auto missing = missing_examples(store, stored->id, exs)) {
+      ++summary.runs_partial;
+      spdlog::error("[runner] finish: {}: {} of its {} examples are missing (a shard database not merged, or a "
+                    "shard that did not finish)", describe_run(run), missing, exs.size());
+      continue;
+    }
+    complete_run(store, stored->id, run, spec);
+    ++summary.runs_done;
+  }
+  spdlog::info("[runner] {}: finish: {} runs completed from their stored examples, {} done before, {} incomplete",
+               spec.name, summary.runs_done, summary.runs_skipped, summary.runs_partial);
+  return summary;
+}
+
+}  // namespace
+
 RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, const std::vector<RunSpec>& runs,
                           const Registry& registry, const RunnerOptions& options) {
   RunSummary summary;
   parse_stage(options.stage);
-  // A "prepare" or "train" stage alone splits the experts and policies to train across the shards.
-  const bool split_training = options.stage == "prepare" || options.stage == "train";
-  prepare_experts(spec, loaded, registry, split_training ? options.shard : ShardSpec{});
-  if (options.stage == "prepare") return summary;
-  if (options.stage == "train") {
-    // Train one share after the other: experts first (a policy never needs a reference expert).
-    size_t n_experts = 0;
-    for (const auto& e : spec.experts) n_experts += e.train && e.role == "reference";
-    train_policies(spec, loaded, registry, options.shard, n_experts);
-    return summary;
+  parse_shard_by(options.shard_by);
+  const double wait_s = artifact_wait_seconds(options.wait_s);
+  // A stage alone after "train" uses the trained artifacts and never builds them: it waits for them.
+  const bool alone = options.stage == "calibrate" || options.stage == "sweep" || options.stage == "finish";
+  const ArtifactAccess access{!alone, wait_s};
+  if (options.stage != "finish") {
+    // A "prepare" or "train" stage alone splits the experts and policies to train across the shards.
+    const bool split_training = options.stage == "prepare" || options.stage == "train";
+    prepare_experts(spec, loaded, registry, split_training ? options.shard : ShardSpec{}, access);
+    if (options.stage == "prepare") return summary;
+    if (options.stage == "train") {
+      // Train one share after the other: experts first (a policy never needs a reference expert).
+      size_t n_experts = 0;
+      for (const auto& e : spec.experts) n_experts += e.train && e.role == "reference";
+      train_policies(spec, loaded, registry, options.shard, n_experts, access);
+      return summary;
+    }
   }
-  auto base_dirs = train_policies(spec, loaded, registry);
 
   auto store = ResultsStore::open(spec.database);
   const auto git = git_revision(spec.file);
   const auto experiment_id = store.ensure_experiment(spec.name, spec.root.to_toml(), git, core_build_info().version);
+  if (options.stage == "finish") {
+    RunContext context(spec, loaded, registry, {});
+    return finish_runs(spec, context, store, runs);
+  }
+  // This process's calibrations (stage "calibrate") or unfinished runs: a stage alone loads the
+  // trained policies those need and no other.
+  std::vector<std::pair<std::string, std::string>> my_calibrations;
+  std::vector<RunSpec> my_runs;
+  if (options.stage == "calibrate") {
+    const auto pairs = needed_calibrations(spec, runs, store);
+    for (size_t i = 0; i < pairs.size(); ++i)
+      if (in_shard(i, options.shard)) my_calibrations.push_back(pairs[i]);
+  } else {
+    for (const auto& r : shard_runs(runs, options))
+      if (const auto stored = store.find_run(r.key); !stored || stored->status != "done") my_runs.push_back(r);
+  }
+  const auto wanted = needed_policies(spec, my_runs, my_calibrations);
+  auto base_dirs = train_policies(spec, loaded, registry, {}, 0, access, alone ? &wanted : nullptr);
+
   RunContext context(spec, loaded, registry, std::move(base_dirs));
   const auto calibrations = calibrate_stage(spec, context, store, experiment_id, runs, options, &summary);
   if (options.stage == "calibrate") {
@@ -968,11 +1134,13 @@ RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, 
   }
 
   SweepEnv env{spec, context, store, experiment_id, git, plugin_fingerprints(spec, loaded).dump(), calibrations};
+  if (options.shard_by == "examples") env.examples_shard = &options.shard;
   for (size_t i = 0; i < runs.size(); ++i)
-    if (in_shard(i, options.shard)) execute_run(runs[i], env, summary);
-  spdlog::info("[runner] {}: {} runs done, {} skipped (finished before), {} failed; {} examples decoded, {} "
-               "calibration points decoded ({} reused)", spec.name, summary.runs_done, summary.runs_skipped,
-               summary.runs_failed, summary.examples_decoded, summary.calibration_points, summary.calibration_reused);
+    if (options.shard_by == "examples" || in_shard(i, options.shard)) execute_run(runs[i], env, summary);
+  spdlog::info("[runner] {}: {} runs done, {} skipped (finished before), {} failed, {} with this shard's examples "
+               "stored (others missing); {} examples decoded, {} calibration points decoded ({} reused)", spec.name,
+               summary.runs_done, summary.runs_skipped, summary.runs_failed, summary.runs_partial,
+               summary.examples_decoded, summary.calibration_points, summary.calibration_reused);
   return summary;
 }
 

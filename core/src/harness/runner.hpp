@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,21 +27,45 @@ struct ShardSpec {
 ShardSpec parse_shard(const std::string& text);
 bool in_shard(size_t run_index, const ShardSpec& shard);
 
+// How the sweep is split across shards: "runs" (shard i/n takes runs i, i+n, ...) or "examples"
+// (every shard takes every run, and of each run the examples in its range: examples_range()).
+std::string parse_shard_by(const std::string& text);
+// Shard i/n's examples of a run with n_examples: [n_examples*i/n, n_examples*(i+1)/n).
+std::pair<size_t, size_t> examples_range(size_t n_examples, const ShardSpec& shard);
+
 struct RunnerOptions {
   ShardSpec shard;
-  // "all" (default), or the stages up to one of them: "prepare" (experts), "train" (policies, after
-  // prepare; the shard splits the experts and policies to train instead of the runs), "calibrate" (after train; the shard splits the calibrations of the whole experiment,
-  // each (policy, strategy) to one shard, instead of the runs), "sweep" (calibrations reused or
-  // made, then this shard's runs: the same as "all").
+  std::string shard_by = "runs";
+  // "all" (default): every stage, building what is missing. One stage alone:
+  //   "prepare": the lm-trained experts (the shard splits the reference experts);
+  //   "train": prepare, then the trained policies (the shard splits the experts and policies to
+  //            train, dealt out as one list);
+  //   "calibrate": the shard's share of every calibration the experiment needs (each (policy,
+  //            strategy) to one shard); trained artifacts are waited for, never built;
+  //   "sweep": the shard's runs (or examples) with the calibrations read from their artifacts
+  //            (waited for, never made);
+  //   "finish": decodes nothing: every run whose examples are all stored (merged shard databases)
+  //            gets its metrics from those examples and is marked done.
   std::string stage = "all";
+  // Seconds a process waits for an artifact another process builds (or, in a stage alone, for an
+  // artifact an earlier stage builds) before failing; COLM_ARTIFACT_WAIT overrides it.
+  double wait_s = 3600;
 };
-// "all", "prepare", "train", "calibrate" or "sweep"; anything else is a colm::Error listing them.
+// "all", "prepare", "train", "calibrate", "sweep" or "finish"; anything else is a colm::Error listing them.
 std::string parse_stage(const std::string& text);
+
+// What a process does with a missing artifact: build it (claiming it first; waiting when another
+// process holds the claim) or only wait for it (a stage run alone), up to wait_s seconds.
+struct ArtifactAccess {
+  bool build = true;
+  double wait_s = 3600;
+};
 
 struct RunSummary {
   int64_t runs_done = 0;             // finished by this call
   int64_t runs_skipped = 0;          // already finished in the database
   int64_t runs_failed = 0;
+  int64_t runs_partial = 0;          // sharded by examples: this shard's examples stored, others missing
   int64_t examples_decoded = 0;      // sweep examples decoded by this call (resumed runs: only the missing ones)
   int64_t calibration_points = 0;    // eta points decoded on the calibration split by this call
   int64_t calibration_reused = 0;    // eta points found in the store
@@ -53,16 +78,24 @@ struct RunSummary {
 // others are neither trained nor loaded (a "train" stage split across processes); a base or an
 // assistant with a [train] table is always prepared (policies are trained on them).
 void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
-                     const ShardSpec& only = {});
+                     const ShardSpec& only = {}, const ArtifactAccess& access = {});
 
 // Stage "train": every [train.NAME] policy is trained (marginal likelihood / weak supervision, with
 // the assistants' scores cached) into <artifacts_dir>/policies/<key>/, or loaded from there when
 // finished. Returns, per policy, the directory of its fine-tuned base ("" when the base is shared).
 // only: as for prepare_experts, a shard of the trained policies, counted from `first_index` (so that
 // experts and policies to train form one list dealt out to the shards).
+// wanted: when given, only these policies are trained or loaded (their heads and fine-tuned bases).
 std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, LoadedExperiment& loaded,
                                                   const Registry& registry, const ShardSpec& only = {},
-                                                  size_t first_index = 0);
+                                                  size_t first_index = 0, const ArtifactAccess& access = {},
+                                                  const std::set<std::string>* wanted = nullptr);
+
+// The trained policies whose artifacts (head, jointly fine-tuned base) decoding `runs` and making
+// `calibrations` need: a shard run as one stage loads only those. (Experts are all opened by
+// load_experiment, for their content keys.)
+std::set<std::string> needed_policies(const ExperimentSpec& spec, const std::vector<RunSpec>& runs,
+                                      const std::vector<std::pair<std::string, std::string>>& calibrations);
 
 // One point of a calibration curve.
 struct CalibrationPoint {
@@ -119,8 +152,14 @@ class RunContext {
                                     Progress* progress = nullptr, int64_t done_before = 0);
   // Calibrates (policy, strategy) on spec.calibrate's split, reusing eta points already in the
   // store (artifacts of kind "calibration_point"), and writes the curve to the calibration table.
+  // The result is also written as an artifact directory (<artifacts_dir>/calibrations/<key>/, with
+  // calibration.json and DONE) that a sweep stage run alone reads.
   CalibrationResult calibrate(ResultsStore& store, int64_t experiment_id, const std::string& policy,
                               const std::string& strategy, RunSummary* summary);
+  // A calibration another process made (the artifact above), waited for up to wait_s seconds; its
+  // rows are written to this store's calibration table as calibrate() writes them.
+  CalibrationResult load_calibration(ResultsStore& store, int64_t experiment_id, const std::string& policy,
+                                     const std::string& strategy, double wait_s);
   // Teacher-forced analysis of a policy on examples[idx]: every model reads prompt + gold target once;
   // per example, who would emit each gold token at threshold eta and whether that model's top-1 is the
   // gold token, against the oracle (an assistant right where the base is wrong). Tokens are stored

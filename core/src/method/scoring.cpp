@@ -2,6 +2,8 @@
 // computed once in batches without autograd and stored as content-addressed safetensors files.
 #include "method/scoring.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 
@@ -122,12 +124,16 @@ ScoreTable cached_scores(Expert& expert, const TrainData& data, const std::strin
   if (!path.empty()) {
     fs::create_directories(cache_dir);
     auto offsets = torch::tensor(t.offsets(), torch::kInt64);
-    save_safetensors(path, {{"logp", t.logp()}, {"top1", t.top1().to(torch::kInt64)}, {"offsets", offsets}},
+    // Written under a name of this process's own, then renamed: a process reading the cache while
+    // another writes it (shards training policies on the same assistant) never sees half a file.
+    const auto tmp = path + ".tmp." + std::to_string(::getpid());
+    save_safetensors(tmp, {{"logp", t.logp()}, {"top1", t.top1().to(torch::kInt64)}, {"offsets", offsets}},
                      {{"key", key},
                       {"kind", "colm-assistant-scores"},
                       {"expert_fingerprint", expert.fingerprint()},
                       {"tokenizer_fingerprint", expert.tokenizer().fingerprint()},
                       {"data_hash", data.hash()}});
+    fs::rename(tmp, path);
   }
   return finish(std::move(t), false);
 }
