@@ -10,12 +10,14 @@ PACKAGES=(
   libtomlplusplus-dev libsqlitecpp-dev libsqlite3-dev sqlite3 bc
   libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libpcre2-dev libicu-dev
 )
-# Extra packages for optional parts: --with-browser (report test), --with-clang (fuzzer)
+# Extra packages for optional parts: --with-browser (report test), --with-clang (fuzzer),
+# --with-slurm (a single-node Slurm cluster for `colm submit --slurm`: scripts/slurm-local.sh)
 for arg in "$@"; do
   case "$arg" in
     --with-browser) PACKAGES+=(chromium) ;;
     --with-clang) PACKAGES+=(clang libclang-rt-14-dev) ;;
-    --help|-h) echo "usage: scripts/setup.sh [--with-browser] [--with-clang]"; exit 0 ;;
+    --with-slurm) PACKAGES+=(slurm-wlm munge) ;;
+    --help|-h) echo "usage: scripts/setup.sh [--with-browser] [--with-clang] [--with-slurm]"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done

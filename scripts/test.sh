@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset="${1:-release}"
-bash scripts/setup.sh --with-browser
+bash scripts/setup.sh --with-browser --with-slurm
 bash scripts/build.sh "$preset"
 jobs="$(nproc 2>/dev/null || echo 2)"
 rc=0

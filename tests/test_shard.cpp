@@ -14,10 +14,14 @@
 #include "harness/artifacts.hpp"
 #include "harness/runner.hpp"
 #include "harness/store.hpp"
+#include "db_snapshot.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
 using namespace colm;
+using colm::test::max_probability_difference;
+using colm::test::num;
+using colm::test::snapshot;
 
 namespace {
 
@@ -98,66 +102,6 @@ std::string write_experiment(const std::string& dir, const std::string& db) {
   const auto path = dir + "/exp.toml";
   std::ofstream(path) << replace_all(replace_all(kExperiment, "DBPATH", db), "ARTDIR", dir + "/artifacts");
   return path;
-}
-
-std::string num(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
-}
-
-// Everything a database says about its runs, keyed by content key: status, parameters, metrics with
-// intervals, examples with their metrics, tokens with their sources. Not ids, not timings, and not
-// the deferral probabilities, which max_probability_difference compares: decoding a run's examples
-// in other batches (a shard's range) changes the order of float sums, so they agree to rounding.
-std::string snapshot(const std::string& db) {
-  auto store = ResultsStore::open(db);
-  std::map<std::string, std::string> by_key;
-  for (const auto& r : store.runs()) {
-    std::ostringstream os;
-    os << r.experiment << " " << r.policy << " " << (r.threshold ? num(*r.threshold) : "-") << " " << r.strategy << " "
-       << r.split << " " << r.seed << " " << r.status << " " << r.params_json << "\n";
-    for (const auto& m : store.metrics(r.id))
-      os << "  metric " << m.name << " " << num(m.value) << " [" << (m.ci_low ? num(*m.ci_low) : "-") << ", "
-         << (m.ci_high ? num(*m.ci_high) : "-") << "]\n";
-    for (const auto& e : store.examples(r.id, true)) {
-      os << "  example " << e.index << " " << e.example_id << " " << e.output.size() << ":" << e.output
-         << " n=" << e.n_tokens << " d=" << e.n_deferred;
-      for (const auto& [k, v] : e.metrics) os << " " << k << "=" << num(v);
-      os << "\n   ";
-      for (const auto& t : e.tokens) {
-        os << " " << t.position << ":" << t.token_id << "/" << t.source << "/" << t.probs.size();
-      }
-      os << "\n";
-    }
-    by_key[r.content_key] = os.str();
-  }
-  std::string out;
-  for (const auto& [k, v] : by_key) out += k + " " + v;
-  return out;
-}
-
-// The largest difference between the two databases' deferral probabilities of the same run, example,
-// position and model (runs matched by content key); infinity when their shapes differ.
-double max_probability_difference(const std::string& db_a, const std::string& db_b) {
-  auto a = ResultsStore::open(db_a), b = ResultsStore::open(db_b);
-  double worst = 0;
-  for (const auto& ra : a.runs()) {
-    const auto rb = b.find_run(ra.content_key);
-    if (!rb) return INFINITY;
-    const auto ea = a.examples(ra.id, true), eb = b.examples(rb->id, true);
-    if (ea.size() != eb.size()) return INFINITY;
-    for (size_t i = 0; i < ea.size(); ++i) {
-      if (ea[i].tokens.size() != eb[i].tokens.size()) return INFINITY;
-      for (size_t t = 0; t < ea[i].tokens.size(); ++t) {
-        const auto &pa = ea[i].tokens[t].probs, &pb = eb[i].tokens[t].probs;
-        if (pa.size() != pb.size()) return INFINITY;
-        for (size_t k = 0; k < pa.size(); ++k) worst = std::max(worst, std::fabs(pa[k] - pb[k]));
-      }
-    }
-  }
-  return worst;
 }
 
 std::multiset<std::string> calibration_rows(const std::string& db) {
