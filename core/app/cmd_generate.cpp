@@ -195,7 +195,13 @@ int run_generate(const std::vector<std::string>& args, const GlobalOptions& glob
   std::vector<std::pair<std::string, const Expert*>> named{{"base (" + base_dir + ")", base.get()}};
   for (size_t j = 0; j < assistants.size(); ++j)
     named.emplace_back("assistant " + std::to_string(j + 1) + " (" + assistant_dirs[j] + ")", assistants[j]);
-  check_vocab_compatible(named);
+  // Vocabularies that extend one another collaborate over the ids they share: logits are cut there.
+  const auto shared = check_vocab_compatible(named);
+  base = share_vocab(base, shared);
+  for (size_t j = 0; j < owned.size(); ++j) {
+    owned[j] = share_vocab(owned[j], shared);
+    assistants[j] = owned[j].get();
+  }
 
   PluginContext pctx;
   pctx.instance = "policy";

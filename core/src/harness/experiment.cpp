@@ -763,13 +763,13 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
 
   // Vocabulary compatibility: every assistant must share the base's token ids, because the chosen
   // token is appended to every model's context. Loaded experts go through vocab_check.hpp's rules
-  // (tokenizers, special ids, output rows; padded output layers are fine); an expert not loaded in
-  // a dry run is compared by its tokenizer.json.
+  // (one tokenizer, or one and its extension past the last shared id; special ids; output rows);
+  // an expert not loaded in a dry run is compared by its tokenizer.json.
   const auto& base = spec.base();
   for (const auto* a : spec.assistants()) {
     if (L.experts.count(base.name) && L.experts.count(a->name)) {
       try {
-        check_vocab_compatible({{base.name, L.experts.at(base.name).get()}, {a->name, L.experts.at(a->name).get()}});
+        shared_vocabulary({{base.name, L.experts.at(base.name).get()}, {a->name, L.experts.at(a->name).get()}});
       } catch (const ConfigError&) {
         throw;
       } catch (const Error& err) {
@@ -786,16 +786,50 @@ LoadedExperiment load_experiment(const ExperimentSpec& spec, const Registry& reg
     };
     const auto base_tok = tokenizer_of(base);
     const auto tok = tokenizer_of(*a);
-    if (base_tok.fingerprint() != tok.fingerprint())
-      a->config.fail("", "vocabulary of assistant '" + a->name + "' (" + tok.kind() + ", " +
-                             std::to_string(tok.vocab_size()) + " tokens) differs from the base '" + base.name +
-                             "' (" + base_tok.kind() + ", " + std::to_string(base_tok.vocab_size()) +
-                             " tokens): token-level collaboration needs one shared vocabulary");
-    for (const auto* e : {&base, a}) {
+    if (base_tok.fingerprint() != tok.fingerprint()) {
+      const bool base_smaller = base_tok.vocab_size() < tok.vocab_size();
+      const auto why = base_tok.vocab_size() == tok.vocab_size()
+                           ? std::string("their sizes are equal")
+                           : extension_mismatch(base_smaller ? base_tok : tok, base_smaller ? tok : base_tok);
+      if (!why.empty())
+        a->config.fail("", "vocabulary of assistant '" + a->name + "' (" + tok.kind() + ", " +
+                               std::to_string(tok.vocab_size()) + " tokens) differs from the base '" + base.name +
+                               "' (" + base_tok.kind() + ", " + std::to_string(base_tok.vocab_size()) +
+                               " tokens) and neither extends the other (" + why +
+                               "): token-level collaboration needs one shared vocabulary");
+    }
+    for (const auto& [e, t] : {std::make_pair(&base, &base_tok), std::make_pair(a, &tok)}) {
       const auto& info = L.expert_info.at(e->name);
-      if (info.vocab_size && info.vocab_size < tok.vocab_size())
+      if (info.vocab_size && info.vocab_size < t->vocab_size())
         e->config.fail("", "output layer of expert '" + e->name + "' has " + std::to_string(info.vocab_size) +
-                               " rows but its tokenizer has " + std::to_string(tok.vocab_size()) + " ids");
+                               " rows but its tokenizer has " + std::to_string(t->vocab_size()) + " ids");
+    }
+  }
+  // The ids they all share: every collaborating expert is seen over those ids from here on, with one
+  // log line saying what that masks. A reference joins when its tokenizer extends the shared one (a
+  // reference with its own vocabulary can still decode alone).
+  std::vector<std::pair<std::string, const Expert*>> collaborating{{base.name, nullptr}};
+  for (const auto* a : spec.assistants()) collaborating.emplace_back(a->name, nullptr);
+  bool all_loaded = true;
+  for (auto& [name, ptr] : collaborating) {
+    all_loaded = all_loaded && L.experts.count(name);
+    if (all_loaded) ptr = L.experts.at(name).get();
+  }
+  if (all_loaded) {
+    L.vocab = check_vocab_compatible(collaborating);
+    for (const auto& [name, ptr] : collaborating) L.vocab_members.insert(name);
+    for (const auto& e : spec.experts) {
+      if (e.role != "reference" || !L.experts.count(e.name)) continue;
+      try {
+        share_vocab(L.experts.at(e.name), L.vocab);
+        L.vocab_members.insert(e.name);
+      } catch (const Error& err) {
+        spdlog::debug("[vocab] reference '{}' keeps its own vocabulary: {}", e.name, err.what());
+      }
+    }
+    for (const auto& name : L.vocab_members) {
+      L.experts[name] = share_vocab(L.experts.at(name), L.vocab);
+      L.expert_info[name] = L.experts[name]->info();
     }
   }
 
@@ -1073,6 +1107,12 @@ std::string describe_run(const RunSpec& r) {
   }
   os << " strategy=" << r.strategy << " split=" << r.split << " seed=" << r.seed << " key=" << r.key.substr(0, 12);
   return os.str();
+}
+
+std::shared_ptr<Expert> as_loaded(const LoadedExperiment& loaded, const std::string& name,
+                                  std::shared_ptr<Expert> expert) {
+  if (!loaded.vocab_members.count(name)) return expert;
+  return share_vocab(std::move(expert), loaded.vocab);
 }
 
 }  // namespace colm

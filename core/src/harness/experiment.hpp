@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 
 #include "colm/config.hpp"
 #include "colm/plugin.hpp"
+#include "model/vocab_check.hpp"
 
 namespace colm {
 
@@ -192,7 +194,17 @@ struct LoadedExperiment {
   std::map<std::string, std::shared_ptr<DeferralPolicy>> policies;
   std::map<std::string, std::string> policy_keys;          // key of each policy artifact (trained or not)
   std::map<std::string, std::string> plugin_versions;      // "kind/name" -> version
+  // The ids the base and its assistants share (vocab_check.hpp); size 0 when not all were loaded.
+  // vocab_members are the experts seen over those ids (share_vocab): base, assistants, and the
+  // references whose tokenizer extends the shared one.
+  SharedVocab vocab;
+  std::set<std::string> vocab_members;
 };
+
+// `expert`, an instance (or reload) of the experiment's expert `name`, as the experiment uses it:
+// over the shared ids when `name` is one of loaded.vocab_members, else unchanged.
+std::shared_ptr<Expert> as_loaded(const LoadedExperiment& loaded, const std::string& name,
+                                  std::shared_ptr<Expert> expert);
 
 struct LoadOptions {
   // Experts whose weight files exceed this many bytes are not instantiated in a dry run: their

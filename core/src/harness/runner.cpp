@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "colm/hash.hpp"
 #include "base/progress.hpp"
 #include "harness/artifacts.hpp"
+#include "harness/reloadable_expert.hpp"
 #include "harness/stats.hpp"
 #include "method/decode.hpp"
 #include "plugin/registry.hpp"
@@ -117,9 +119,10 @@ std::shared_ptr<Expert> fresh_expert(const ExperimentSpec& spec, const LoadedExp
   const auto& e = spec.expert(name);
   if (e.train) {
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / loaded.expert_keys.at(name) / "model";
-    return registry.create_expert(e.plugin, checkpoint_view(e, dir.string()), expert_context(spec, name));
+    return as_loaded(loaded, name,
+                     registry.create_expert(e.plugin, checkpoint_view(e, dir.string()), expert_context(spec, name)));
   }
-  return registry.create_expert(e.plugin, e.config, expert_context(spec, name));
+  return as_loaded(loaded, name, registry.create_expert(e.plugin, e.config, expert_context(spec, name)));
 }
 
 std::vector<std::pair<std::string, std::string>> task_pairs(Task& task, const std::string& split, int64_t max_examples) {
@@ -179,10 +182,32 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       copy_dir_atomic(dir / "model", e.train->export_dir);
       spdlog::info("[runner] prepare: expert '{}' exported to {}", e.name, e.train->export_dir);
     }
-    loaded.experts[e.name] =
-        registry.create_expert(e.plugin, checkpoint_view(e, (dir / "model").string()), expert_context(spec, e.name));
+    loaded.experts[e.name] = as_loaded(
+        loaded, e.name,
+        registry.create_expert(e.plugin, checkpoint_view(e, (dir / "model").string()), expert_context(spec, e.name)));
   }
 }
+
+namespace {
+
+// The assistants as experts that joint training can release once their scores are cached (their
+// weights then cost nothing until decoding loads them again). A reload is the expert as prepared,
+// seen over the shared ids, and must have the same fingerprint.
+void make_assistants_releasable(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry) {
+  LoadedExperiment recipe;  // what a reload needs, without holding any model
+  recipe.expert_keys = loaded.expert_keys;
+  recipe.vocab = loaded.vocab;
+  recipe.vocab_members = loaded.vocab_members;
+  for (const auto* a : spec.assistants()) {
+    const auto it = loaded.experts.find(a->name);
+    if (it == loaded.experts.end() || std::dynamic_pointer_cast<ReloadableExpert>(it->second)) continue;
+    const std::string name = a->name;
+    it->second = std::make_shared<ReloadableExpert>(
+        name, it->second, [&spec, &registry, recipe, name] { return fresh_expert(spec, recipe, registry, name); });
+  }
+}
+
+}  // namespace
 
 std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, LoadedExperiment& loaded,
                                                   const Registry& registry, const ShardSpec& only,
@@ -190,6 +215,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
                                                   const std::set<std::string>* wanted) {
   size_t n_trained = first_index;
   std::map<std::string, std::string> base_dirs;
+  make_assistants_releasable(spec, loaded, registry);
   for (const auto& p : spec.policies) {
     if (!p.trained) continue;
     if (!in_shard(n_trained++, only)) continue;
@@ -232,11 +258,19 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       // The head names the base it decodes with: the fine-tuned copy as it will be loaded back.
       auto saved_base_fingerprint = [&](const std::string& base_dir) {
         const auto& b = spec.base();
-        return registry.create_expert(b.plugin, checkpoint_view(b, base_dir), expert_context(spec, b.name))
+        return as_loaded(loaded, b.name,
+                         registry.create_expert(b.plugin, checkpoint_view(b, base_dir), expert_context(spec, b.name)))
             ->fingerprint();
       };
+      // Once scored, the assistants' weights are not needed by training: release them (unless
+      // COLM_KEEP_EXPERTS=1: memory to spare and a slow reload).
+      auto release_assistants = [&] {
+        if (const char* keep = std::getenv("COLM_KEEP_EXPERTS"); keep && std::string(keep) == "1") return;
+        for (const auto* a : spec.assistants_of(p.name))
+          if (auto r = std::dynamic_pointer_cast<ReloadableExpert>(loaded.experts.at(a->name))) r->release();
+      };
       train_deferral(base, assistants, policy, data, nullptr, c, ds, dir.string(),
-                     (fs::path(spec.artifacts_dir) / "scores").string(), saved_base_fingerprint);
+                     (fs::path(spec.artifacts_dir) / "scores").string(), saved_base_fingerprint, release_assistants);
       mark_artifact_done(dir);
     } else {
       spdlog::info("[runner] train: policy '{}' reused from {}", p.name, dir.string());
@@ -249,8 +283,10 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       std::string base_fp;
       if (p.finetune_base) {
         const auto& b = spec.base();
-        base_fp = registry.create_expert(b.plugin, checkpoint_view(b, (dir / "base").string()),
-                                         expert_context(spec, b.name))->fingerprint();
+        base_fp = as_loaded(loaded, b.name,
+                            registry.create_expert(b.plugin, checkpoint_view(b, (dir / "base").string()),
+                                                   expert_context(spec, b.name)))
+                      ->fingerprint();
       } else {
         base_fp = loaded.experts.at(spec.base().name)->fingerprint();
       }
@@ -397,7 +433,8 @@ Expert& RunContext::base_named(const std::string& name) {
   if (!tuned) {
     const auto& b = spec_.base();
     spdlog::info("[runner] loading policy '{}''s jointly fine-tuned base ({})", name, dir->second);
-    tuned = registry_.create_expert(b.plugin, checkpoint_view(b, dir->second), expert_context(spec_, b.name));
+    tuned = as_loaded(loaded_, b.name,
+                      registry_.create_expert(b.plugin, checkpoint_view(b, dir->second), expert_context(spec_, b.name)));
   }
   return *tuned;
 }

@@ -681,7 +681,8 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
                                    const TrainData& train_data, const TrainData* valid_data,
                                    const TrainConfig& config, const DeferralSpec& spec, const std::string& out_dir,
                                    const std::string& cache_dir,
-                                   const std::function<std::string(const std::string&)>& fingerprint_of_saved_base) {
+                                   const std::function<std::string(const std::string&)>& fingerprint_of_saved_base,
+                                   const std::function<void()>& assistants_scored) {
   spec.validate();
   validate(config);
   COLM_CHECK(!assistants.empty(), "deferral training: no assistants");
@@ -706,6 +707,7 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     res.score_caches.push_back(info.path);
     if (valid_data) valid_tables.push_back(cached_scores(*a, *valid_data, cache_dir, score_bs));
   }
+  if (assistants_scored) assistants_scored();  // from here on only the scores are used
   std::vector<const ScoreTable*> train_ptrs, valid_ptrs;
   for (auto& t : train_tables) train_ptrs.push_back(&t);
   for (auto& t : valid_tables) valid_ptrs.push_back(&t);

@@ -212,11 +212,14 @@ struct DeferralTrainResult {
 // out_dir/base, whose fingerprint only a reloaded expert knows (Expert::fingerprint is computed once):
 // pass fingerprint_of_saved_base (e.g. reload it through the registry) to stamp it; without it the head
 // records the starting base's fingerprint and "base_finetuned" = "full".
+// assistants_scored, when given, is called once every assistant's scores are computed or read from
+// the cache; after it, training uses only the scores, never the assistants (a caller may release them).
 DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& assistants, DeferralPolicy& policy,
                                    const TrainData& train_data, const TrainData* valid_data,
                                    const TrainConfig& config, const DeferralSpec& spec, const std::string& out_dir,
                                    const std::string& cache_dir,
                                    const std::function<std::string(const std::string& base_dir)>&
-                                       fingerprint_of_saved_base = {});
+                                       fingerprint_of_saved_base = {},
+                                   const std::function<void()>& assistants_scored = {});
 
 }  // namespace colm

@@ -1,5 +1,5 @@
 // Internals of colm::Tokenizer: UTF-8 helpers, PCRE2 regexes, the Hugging Face pipeline components
-// (normalizers, pre-tokenizers, decoders) and the BPE model. Only core/src/tokenizer*.cpp include it.
+// (normalizers, pre-tokenizers, decoders) and the BPE model. Only core/src/model/tokenizer*.cpp and vocab_check.cpp include it.
 #pragma once
 #include <array>
 #include <cstdint>
