@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <numeric>
+#include <string>
 
 #include <torch/torch.h>
 
@@ -57,7 +58,9 @@ double decode_step_seconds(colm::Expert& e, int64_t rows, int64_t prompt, int64_
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // `bench_transformer steps`: only the decode-step lines (the quick check of issue 15's target).
+  const bool steps_only = argc > 1 && std::string(argv[1]) == "steps";
   colm::init_runtime("warn");
   std::printf("bench_transformer: GPT-2-small shape (12 layers, d=768, 12 heads, ffn 3072, vocab 50257), float32, "
               "random weights, %d torch threads\n", colm::torch_threads());
@@ -71,12 +74,24 @@ int main() {
   torch::NoGradGuard no_grad;
 
   prefill_rate(*expert, 1, 16);  // warm-up
-  std::printf("prefill  batch 1, 128 tokens: %8.1f tokens/s\n", prefill_rate(*expert, 1, 128));
-  std::printf("prefill  batch 8, 128 tokens: %8.1f tokens/s\n", prefill_rate(*expert, 8, 128));
-  const double s1 = decode_step_seconds(*expert, 1, 32, 32);
-  std::printf("decode   batch 1 (32 steps after a 32-token prompt): %7.2f ms/step = %6.1f tokens/s\n", 1e3 * s1, 1.0 / s1);
-  const double s8 = decode_step_seconds(*expert, 8, 32, 16);
-  std::printf("decode   batch 8 (16 steps after a 32-token prompt): %7.2f ms/step = %6.1f tokens/s\n", 1e3 * s8, 8.0 / s8);
+  if (!steps_only) {
+    std::printf("prefill  batch 1, 128 tokens: %8.1f tokens/s\n", prefill_rate(*expert, 1, 128));
+    std::printf("prefill  batch 8, 128 tokens: %8.1f tokens/s\n", prefill_rate(*expert, 8, 128));
+  }
+  // Decode steps after a 32-token prompt per row, at each batch size, side by side. Target (issue 15):
+  // a batch-8 step costs at most 1.6x a batch-1 step (ggml's gpt-2-batched: about 2.4x here).
+  std::printf("decode steps after a 32-token prompt per row (24 timed steps each, after one warm-up step):\n");
+  double s1 = 0;
+  for (const int64_t batch : {1, 4, 8, 16}) {
+    const double s = decode_step_seconds(*expert, batch, 32, 24);
+    if (batch == 1) s1 = s;
+    std::printf("decode batch %lld: %.2f ms/step = %.1f tokens/s, %.2fx the batch-1 step", static_cast<long long>(batch),
+                1e3 * s, static_cast<double>(batch) / s, s / s1);
+    if (batch == 8) std::printf(" (target <= 1.6x: %s)", s / s1 <= 1.6 ? "met" : "NOT met");
+    std::printf("\n");
+  }
+
+  if (steps_only) return 0;
 
   // Cached: a 16-token prompt, then 256 generated tokens at batch 1, measured in full.
   const int64_t prompt = 16, generated = 256;

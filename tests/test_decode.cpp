@@ -527,3 +527,158 @@ TEST_CASE("bad options and bad policy outputs are clear errors", "[decode]") {
   CHECK_THROWS_WITH(rules("rule = \"random\"\np = 1.5"), Catch::Contains("[0, 1]"));
   CHECK_THROWS_WITH(rules("rule = \"assistant_only\"\nassistant = 3", 2), Catch::Contains("1..2"));
 }
+
+namespace {
+
+// A wrapper that ends some sequences early: EOS gets the highest logit whenever a row's length
+// (prompt + generated) is a multiple of `every`. A function of the row's own tokens only, so a row
+// ends at the same place whatever shares its batch: EOS lands in the middle of batches.
+class EarlyEos final : public Expert {
+ public:
+  EarlyEos(std::shared_ptr<Expert> inner, int64_t every)
+      : inner_(std::move(inner)), every_(every), eos_(*inner_->tokenizer().eos_id()) {}
+  ExpertInfo info() const override { return inner_->info(); }
+  const Tokenizer& tokenizer() const override { return inner_->tokenizer(); }
+  torch::Device device() const override { return inner_->device(); }
+  ExpertOutput forward(const torch::Tensor& ids, const torch::Tensor& mask) override { return inner_->forward(ids, mask); }
+  std::unique_ptr<DecodeState> new_state(int64_t rows) const override { return inner_->new_state(rows); }
+  ExpertOutput extend(DecodeState& s, const std::vector<int64_t>& rows,
+                      const std::vector<std::vector<int64_t>>& tokens) override {
+    auto out = inner_->extend(s, rows, tokens);
+    for (size_t i = 0; i < rows.size(); ++i)
+      if (s.length(rows[i]) % every_ == 0) out.logits[static_cast<int64_t>(i)][eos_] = 1e4f;
+    return out;
+  }
+  std::vector<torch::Tensor> parameters() override { return inner_->parameters(); }
+  void set_training(bool t) override { inner_->set_training(t); }
+  void save(const std::string& dir) const override { inner_->save(dir); }
+  std::string fingerprint() const override { return inner_->fingerprint(); }
+
+ private:
+  std::shared_ptr<Expert> inner_;
+  int64_t every_, eos_;
+};
+
+const std::vector<std::string> kMixedPrompts = {"a",   "The cat sat on the mat and", "12 + 30 =", "Once upon a time, there",
+                                                "xyz", "Q: 7 * 6? A:",              "hello",     "In the beginning"};
+
+}  // namespace
+
+TEST_CASE("continuous batching: a freed row takes the next example; outputs equal batch-1 decoding",
+          "[decode][continuous]") {
+  auto base = std::make_shared<EarlyEos>(tiny_expert(1), 13);
+  auto assistant = tiny_expert(2, 48);
+  auto policy = rules("rule = \"confidence\"");
+  DecodeOptions o;
+  o.max_tokens = 16;
+  o.batch_size = 3;
+  o.threshold = median_threshold(*base, *assistant, *policy, o);
+  const auto seeds = seeds_for(kMixedPrompts.size());
+  // Which example each generated token belonged to, in generation order.
+  std::vector<int64_t> order;
+  std::vector<int64_t> finished;
+  DecodeOptions watched = o;
+  watched.on_token = [&](int64_t ex, const TokenTrace&, const std::vector<int64_t>&) { order.push_back(ex); };
+  watched.on_result = [&](int64_t ex, const DecodeResult& r) {
+    CHECK(!r.stop_reason.empty());
+    finished.push_back(ex);
+  };
+  const auto together = collaborative_decode(*base, {assistant.get()}, *policy, kMixedPrompts, seeds, watched);
+  int64_t deferred = 0, total = 0, eos = 0;
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < kMixedPrompts.size(); ++i) {
+    DecodeOptions one = o;
+    one.batch_size = 1;
+    const auto alone = collaborative_decode(*base, {assistant.get()}, *policy, {kMixedPrompts[i]}, {seeds[i]}, one);
+    INFO("prompt " << i);
+    CHECK(alone[0].ids == together[i].ids);
+    CHECK(alone[0].output == together[i].output);
+    CHECK(alone[0].stop_reason == together[i].stop_reason);
+    CHECK(alone[0].n_deferred == together[i].n_deferred);
+    for (size_t t = 0; t < alone[0].trace.size() && t < together[i].trace.size(); ++t) {
+      CHECK(alone[0].trace[t].source == together[i].trace[t].source);
+      // Probabilities to rounding: batched matrix products may round differently from one row's.
+      const auto& pa = alone[0].trace[t].probs;
+      const auto& pt = together[i].trace[t].probs;
+      REQUIRE(pa.size() == pt.size());
+      for (size_t j = 0; j < pa.size(); ++j) CHECK(std::abs(pa[j] - pt[j]) < 1e-4f);
+    }
+    deferred += together[i].n_deferred;
+    total += static_cast<int64_t>(together[i].ids.size());
+    eos += together[i].stop_reason == "eos";
+    lengths.insert(together[i].ids.size());
+  }
+  // The test means something only with both models emitting, rows ending by EOS mid-batch and
+  // outputs of several lengths.
+  CHECK(deferred > 0);
+  CHECK(deferred < total);
+  CHECK(eos >= 2);
+  CHECK(lengths.size() >= 3);
+  // Every example reported once, as it finished.
+  std::vector<int64_t> sorted = finished;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(sorted == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  // No waiting for a batch's longest row: example 3 (the first one not in the first three rows)
+  // started before the longest of examples 0..2 finished.
+  const auto first3 = std::find(order.begin(), order.end(), 3) - order.begin();
+  int64_t last_of_first_rows = 0;
+  for (size_t k = 0; k < order.size(); ++k)
+    if (order[k] < 3) last_of_first_rows = static_cast<int64_t>(k);
+  CHECK(first3 < last_of_first_rows);
+}
+
+TEST_CASE("continuous batching: combinations and sampling keep each example's tokens", "[decode][continuous]") {
+  auto base = std::make_shared<EarlyEos>(tiny_expert(1), 11);
+  auto amateur = tiny_expert(3);
+  DecodeOptions o;
+  o.max_tokens = 12;
+  o.batch_size = 3;
+  const auto seeds = seeds_for(kMixedPrompts.size());
+  CombineOptions c{"contrastive", 0.1, 0.5};
+  const auto together = combined_decode({base.get(), amateur.get()}, c, kMixedPrompts, seeds, o);
+  auto policy = rules("rule = \"random\"\np = 0.3");
+  auto assistant = tiny_expert(2, 48);
+  DecodeOptions s = o;
+  s.sample = true;
+  s.top_p = 0.9;
+  s.seed = 5;
+  const auto sampled = collaborative_decode(*base, {assistant.get()}, *policy, kMixedPrompts, seeds, s);
+  for (size_t i = 0; i < kMixedPrompts.size(); ++i) {
+    INFO("prompt " << i);
+    DecodeOptions one = o;
+    one.batch_size = 1;
+    CHECK(combined_decode({base.get(), amateur.get()}, c, {kMixedPrompts[i]}, {seeds[i]}, one)[0].ids == together[i].ids);
+    DecodeOptions s1 = s;
+    s1.batch_size = 1;
+    CHECK(collaborative_decode(*base, {assistant.get()}, *policy, {kMixedPrompts[i]}, {seeds[i]}, s1)[0].ids ==
+          sampled[i].ids);
+  }
+}
+
+TEST_CASE("batched teacher-forced traces equal each example's own trace", "[decode][analysis]") {
+  auto base = tiny_expert(1);
+  auto assistant = tiny_expert(2, 48);
+  auto confidence = rules("rule = \"confidence\"");
+  auto random = rules("rule = \"random\"\np = 0.5");
+  std::vector<TeacherForcedExample> inputs;
+  for (size_t i = 0; i < kMixedPrompts.size(); ++i) {
+    // Targets of different lengths: the assistant's continuation, cut at 3..10 tokens.
+    auto target = reference_greedy(*assistant, kMixedPrompts[i], 3 + static_cast<int64_t>(i));
+    inputs.push_back({base->tokenizer().encode(kMixedPrompts[i], true), target, 100 + i});
+  }
+  for (auto* policy : {confidence.get(), random.get()}) {
+    const auto batched = teacher_forced_traces(*base, {assistant.get()}, *policy, inputs, 3);
+    REQUIRE(batched.size() == inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      INFO("example " << i);
+      const auto alone = teacher_forced_trace(*base, {assistant.get()}, *policy, inputs[i].prompt_ids,
+                                              inputs[i].target_ids, inputs[i].seed);
+      REQUIRE(batched[i].probs.sizes() == alone.probs.sizes());
+      CHECK((batched[i].probs - alone.probs).abs().max().item<float>() < 1e-5f);
+      CHECK(torch::equal(batched[i].top1, alone.top1));
+      CHECK(torch::equal(batched[i].gold, alone.gold));
+    }
+  }
+  CHECK_THROWS_WITH(teacher_forced_traces(*base, {assistant.get()}, *confidence, inputs, 0),
+                    Catch::Contains("batch_size must be >= 1"));
+}

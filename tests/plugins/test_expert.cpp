@@ -14,6 +14,7 @@ class Lengths final : public colm::DecodeState {
   explicit Lengths(int64_t rows) : len_(static_cast<size_t>(rows), 0) {}
   int64_t rows() const override { return static_cast<int64_t>(len_.size()); }
   int64_t length(int64_t row) const override { return len_.at(static_cast<size_t>(row)); }
+  void reset(int64_t row) override { len_.at(static_cast<size_t>(row)) = 0; }
   std::vector<int64_t> len_;
 };
 

@@ -11,7 +11,7 @@
 #include "colm/version.hpp"
 
 // Bumped whenever an interface in core/include/colm changes in a way that breaks compiled plugins.
-#define COLM_API_VERSION 1
+#define COLM_API_VERSION 2
 
 // Test builds may define COLM_PLUGIN_API_VERSION to build a plugin that claims another version.
 #ifndef COLM_PLUGIN_API_VERSION

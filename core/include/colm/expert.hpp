@@ -35,6 +35,9 @@ class COLM_VISIBLE DecodeState {
   virtual int64_t rows() const = 0;
   // Tokens row `row` has consumed so far.
   virtual int64_t length(int64_t row) const = 0;
+  // Empties row `row` (length 0) so that it can take a new sequence; the other rows are untouched.
+  // The decoder reuses a finished row for the next example this way (continuous batching).
+  virtual void reset(int64_t row) = 0;
 };
 
 class COLM_VISIBLE Expert {

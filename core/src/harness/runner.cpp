@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <set>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/fmt/fmt.h>
@@ -451,7 +452,7 @@ std::string decode_label(const std::string& kind, const std::string& name, doubl
 std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std::string& name, double eta,
                                               const std::string& strategy, int64_t seed, const std::string& split,
                                               const std::vector<Example>& examples, const std::vector<size_t>& idx,
-                                              Progress* progress, int64_t done_before) {
+                                              Progress* progress, int64_t done_before, const RecordSink& sink) {
   const auto gen = loaded_.task->generation();
   // Examples done, tokens/s and ETA: a bar on a terminal, a log line every 10 s otherwise.
   std::unique_ptr<Progress> own;
@@ -461,7 +462,7 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
     progress = own.get();
   }
   DecodeOptions o;
-  o.on_batch = [&](int64_t done, int64_t tokens) { progress->update(done_before + done, 0.0, tokens); };
+  o.on_finished = [&](int64_t done, int64_t tokens) { progress->update(done_before + done, 0.0, tokens); };
   o.threshold = eta;
   o.strategy = kind == "single" || kind == "combine" ? "defer" : strategy;
   o.sample = spec_.sweep.sample;
@@ -478,26 +479,9 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
     prompts.push_back(examples.at(i).prompt);
     seeds.push_back(uint64_t(i));
   }
-  std::vector<DecodeResult> results;
-  if (kind == "single") {
-    results = decode_single(*loaded_.experts.at(name), prompts, seeds, o);
-  } else if (kind == "combine") {
-    const auto& c = spec_.combination(name);
-    std::vector<Expert*> models;
-    for (const char* role : c.strategy == "contrastive" ? std::vector<const char*>{"expert", "amateur"}
-                                                        : std::vector<const char*>{"large", "tuned", "untuned"})
-      models.push_back(loaded_.experts.at(c.models.at(role)).get());
-    results = combined_decode(models, CombineOptions{c.strategy, c.alpha, c.beta}, prompts, seeds, o);
-  } else {
-    std::vector<Expert*> assistants;
-    for (const auto* a : spec_.assistants_of(name)) assistants.push_back(loaded_.experts.at(a->name).get());
-    results = collaborative_decode(base_for(name), assistants, *loaded_.policies.at(name), prompts, seeds, o);
-  }
-  if (own) own->finish();
-  std::vector<ExampleRecord> records;
-  for (size_t k = 0; k < idx.size(); ++k) {
+  // One example's record from its result (k: its place in idx).
+  auto to_record = [&](size_t k, const DecodeResult& r) {
     const auto& ex = examples.at(idx[k]);
-    const auto& r = results.at(k);
     ExampleRecord rec;
     rec.example_id = ex.id;
     rec.index = int64_t(idx[k]);
@@ -517,8 +501,37 @@ std::vector<ExampleRecord> RunContext::decode(const std::string& kind, const std
       tok.probs.assign(r.trace[t].probs.begin(), r.trace[t].probs.end());
       rec.tokens.push_back(std::move(tok));
     }
-    records.push_back(std::move(rec));
+    return rec;
+  };
+  std::vector<ExampleRecord> pending;
+  if (sink) {
+    o.on_result = [&](int64_t k, const DecodeResult& r) {
+      pending.push_back(to_record(size_t(k), r));
+      if (int64_t(pending.size()) >= spec_.sweep.batch_size) sink(std::exchange(pending, {}));
+    };
   }
+  std::vector<DecodeResult> results;
+  if (kind == "single") {
+    results = decode_single(*loaded_.experts.at(name), prompts, seeds, o);
+  } else if (kind == "combine") {
+    const auto& c = spec_.combination(name);
+    std::vector<Expert*> models;
+    for (const char* role : c.strategy == "contrastive" ? std::vector<const char*>{"expert", "amateur"}
+                                                        : std::vector<const char*>{"large", "tuned", "untuned"})
+      models.push_back(loaded_.experts.at(c.models.at(role)).get());
+    results = combined_decode(models, CombineOptions{c.strategy, c.alpha, c.beta}, prompts, seeds, o);
+  } else {
+    std::vector<Expert*> assistants;
+    for (const auto* a : spec_.assistants_of(name)) assistants.push_back(loaded_.experts.at(a->name).get());
+    results = collaborative_decode(base_for(name), assistants, *loaded_.policies.at(name), prompts, seeds, o);
+  }
+  if (own) own->finish();
+  std::vector<ExampleRecord> records;
+  if (sink) {
+    if (!pending.empty()) sink(std::exchange(pending, {}));
+    return records;
+  }
+  for (size_t k = 0; k < idx.size(); ++k) records.push_back(to_record(k, results.at(k)));
   return records;
 }
 
@@ -536,10 +549,11 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
         Progress::counting(decode_label("teacher_forced", policy_name, eta, ""), "examples", int64_t(idx.size())));
     progress = own.get();
   }
-  std::vector<ExampleRecord> records;
+  // Every example's ids first, then the traces of the whole group in batched forwards.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<TeacherForcedExample> inputs;
   for (size_t i : idx) {
     const auto& ex = examples.at(i);
-    const auto t0 = std::chrono::steady_clock::now();
     const auto prompt_ids = tok.encode(ex.prompt, true);
     auto target_ids = tok.encode(ex.target, false);
     // Like generation, the analysis stops where the base's context ends.
@@ -548,8 +562,18 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
       target_ids.resize(size_t(std::max<int64_t>(0, max_pos - int64_t(prompt_ids.size()) + 1)));
     COLM_CHECK(!target_ids.empty(), "[runner] analysis: example '" << ex.id << "' has no target token within the "
                                                                    << "base's " << max_pos << " positions");
-    const auto tr = teacher_forced_trace(base, assistants, policy, prompt_ids, target_ids,
-                                         decode_row_seed(uint64_t(seed), uint64_t(i), 0));
+    inputs.push_back({prompt_ids, target_ids, decode_row_seed(uint64_t(seed), uint64_t(i), 0)});
+  }
+  const auto traces = teacher_forced_traces(base, assistants, policy, inputs, int64_t(idx.size()));
+  // The group's time, shared equally by its examples.
+  const double latency = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         double(std::max<size_t>(1, idx.size()));
+  std::vector<ExampleRecord> records;
+  for (size_t k = 0; k < idx.size(); ++k) {
+    const size_t i = idx[k];
+    const auto& ex = examples.at(i);
+    const auto& tr = traces[k];
+    const auto& target_ids = inputs[k].target_ids;
     const int64_t T = tr.gold.size(0), M = int64_t(assistants.size());
     // Who would emit each gold token: the same rule as the decoder's `defer` strategy.
     const auto defer = (1 - tr.probs.select(1, 0)) > eta;                                   // [T]
@@ -587,7 +611,7 @@ std::vector<ExampleRecord> RunContext::analyze(const std::string& policy_name, d
       tokr.probs.assign(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
       rec.tokens.push_back(std::move(tokr));
     }
-    rec.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rec.latency_s = latency;
     records.push_back(std::move(rec));
     progress->update(done_before + int64_t(records.size()), 0.0, T);
   }
@@ -1039,20 +1063,25 @@ void execute_run(const RunSpec& run, SweepEnv& env, RunSummary& summary) {
     spdlog::info("[runner] sweep: {}: {} examples{}{}", describe_run(run), exs.size(),
                  env.examples_shard ? fmt::format(" (this shard: {} to {})", range.first, range.second) : std::string(),
                  mine == todo.size() ? std::string() : fmt::format(" ({} already stored, resuming)", mine - todo.size()));
-    const auto chunk = size_t(spec.sweep.batch_size);
-    // One display for the whole run (it is decoded chunk by chunk, each stored as it finishes).
+    // One display for the whole run; examples are stored as they finish, a group at a time (one
+    // transaction each), so a killed run resumes from what was stored.
     Progress progress = Progress::counting(decode_label(run.kind, run.policy, eta, run.split), "examples",
                                            int64_t(mine), int64_t(mine - todo.size()));
-    for (size_t start = 0; start < todo.size(); start += chunk) {
-      const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
-      const auto before = int64_t(mine - todo.size() + start);
-      const auto records =
-          run.kind == "teacher_forced"
-              ? env.context.analyze(run.policy, eta, run.seed, exs, idx, &progress, before)
-              : env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, idx, &progress,
-                                   before);
+    auto store_records = [&](std::vector<ExampleRecord> records) {
       store.add_examples(id, records);
       summary.examples_decoded += int64_t(records.size());
+    };
+    const auto before = int64_t(mine - todo.size());
+    if (run.kind == "teacher_forced") {
+      const auto chunk = size_t(spec.sweep.batch_size);
+      for (size_t start = 0; start < todo.size(); start += chunk) {
+        const std::vector<size_t> idx(todo.begin() + long(start), todo.begin() + long(std::min(todo.size(), start + chunk)));
+        store_records(env.context.analyze(run.policy, eta, run.seed, exs, idx, &progress, before + int64_t(start)));
+      }
+    } else if (!todo.empty()) {
+      // One call for the whole run: its rows take the next example as soon as one finishes.
+      env.context.decode(run.kind, run.policy, eta, run.strategy, run.seed, run.split, exs, todo, &progress, before,
+                         store_records);
     }
     progress.finish();
     if (env.examples_shard) {

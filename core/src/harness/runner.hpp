@@ -3,6 +3,7 @@
 // Parsing and validation live in experiment.hpp; storage in store.hpp; decoding in decode.hpp.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -146,10 +147,15 @@ class RunContext {
   // decoded together (resume, chunking).
   // progress: the display this decode reports to (examples counted from `done_before`); null: its
   // own display over idx.
+  // sink: when set, finished examples are handed to it as they finish (continuous batching: in
+  // finishing order, in groups of sweep.batch_size, the last group smaller) and the result is empty;
+  // otherwise the records are returned in idx order.
+  using RecordSink = std::function<void(std::vector<ExampleRecord>)>;
   std::vector<ExampleRecord> decode(const std::string& kind, const std::string& name, double eta,
                                     const std::string& strategy, int64_t seed, const std::string& split,
                                     const std::vector<Example>& examples, const std::vector<size_t>& idx,
-                                    Progress* progress = nullptr, int64_t done_before = 0);
+                                    Progress* progress = nullptr, int64_t done_before = 0,
+                                    const RecordSink& sink = {});
   // Calibrates (policy, strategy) on spec.calibrate's split, reusing eta points already in the
   // store (artifacts of kind "calibration_point"), and writes the curve to the calibration table.
   // The result is also written as an artifact directory (<artifacts_dir>/calibrations/<key>/, with

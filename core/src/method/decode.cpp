@@ -1,11 +1,13 @@
-// The collaborative decoder: decode_batch() is the Co-LLM loop as the paper states it; the lazy
-// catch-up of assistant caches, token picking, seeding and checks live beside it in this file.
-// Models, policies and tokenizers are plugins; scoring and storing the outputs is the caller's.
+// The collaborative decoder: CollaborativeRows::step() is the Co-LLM step as the paper states it, run
+// on a pool of rows by decode_continuously() (continuous batching); the lazy catch-up of assistant
+// caches, token picking, seeding and checks live beside it in this file. Models, policies and
+// tokenizers are plugins; scoring and storing the outputs is the caller's.
 #include "method/decode.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <memory>
 
@@ -105,6 +107,13 @@ class LazyCache {
     return torch::stack(picked);
   }
 
+  // Row r takes a new sequence: its cache starts empty again.
+  void reset(int64_t r) {
+    state_->reset(r);
+    seen_[r] = 0;
+    last_[r] = torch::Tensor();
+  }
+
  private:
   Expert& expert_;
   std::unique_ptr<DecodeState> state_;
@@ -138,13 +147,20 @@ struct Models {
   torch::Device device;       // the base's device: where the policy's inputs live
 };
 
-// One batch of rows: each row's context (prompt then generated ids) and who still generates.
+// The rows decoded together: options.batch_size of them (fewer for fewer prompts). A row holds one
+// example at a time; when that example finishes, the row takes the next waiting prompt (continuous
+// batching), so no row waits for the longest example of a batch.
 struct Batch {
-  std::vector<int64_t> examples;              // example index of each row
+  std::vector<int64_t> examples;              // example index of each row; -1 while the row is free
   std::vector<std::vector<int64_t>> context;  // per row: prompt ids, then generated ids
-  std::vector<int64_t> active;                // rows still generating, ascending
-  std::chrono::steady_clock::time_point start;
+  std::vector<int64_t> active;                // rows generating, ascending
+  std::vector<std::chrono::steady_clock::time_point> start;  // per row: when its example entered
 };
+
+// The position of row r's next token in its example's output (the counter its seeds are drawn at).
+int64_t next_position(const Batch& b, int64_t r, const std::vector<DecodeResult>& results) {
+  return static_cast<int64_t>(results[b.examples[r]].ids.size());
+}
 
 // Row r's stop reason after it appended a token, or "" when it goes on.
 std::string finish_reason(const Models& m, const DecodeOptions& o, const Batch& b, int64_t r,
@@ -255,31 +271,77 @@ std::vector<int64_t> record_and_retire(const Models& m, Batch& b, const Step& s,
       still.push_back(r);
     } else {
       res.output = final_output(m, o, res);
-      res.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b.start).count();
+      res.latency_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b.start[r]).count();
     }
   }
   return still;
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Co-LLM loop for one batch. At step t every active row asks the policy for P(Z_t = j | x_<t)
-// over {base, assistants}; if 1 - P(Z_t = 0) > eta the assistant with the highest P(Z_t = j) emits
-// the token, otherwise the base does; the token is appended to the row's context for every model.
-void decode_batch(Models& m, DeferralPolicy& policy, Batch& b, const DecodeOptions& o,
-                  const std::vector<uint64_t>& example_seeds, std::vector<DecodeResult>& results) {
-  const int64_t M = static_cast<int64_t>(m.assistants.size());
-  const bool mixture = o.strategy == "mixture";
-  auto base_state = m.base.new_state(static_cast<int64_t>(b.context.size()));
-  std::vector<LazyCache> caches;
-  for (Expert* a : m.assistants) caches.emplace_back(*a, static_cast<int64_t>(b.context.size()), m.vocab, m.device);
+// Per-row model outputs collected from several extend() calls (the rows that went on, the rows that
+// just read their prompts), put into the order of Batch::active when a step needs them.
+struct RowOutputs {
+  std::vector<int64_t> rows;
+  torch::Tensor logits, hidden;  // [rows.size(), V] and [rows.size(), d]
 
-  // Prefill: the base reads every prompt now; an assistant only when first consulted.
-  ExpertOutput base = m.base.extend(*base_state, b.active, b.context);
-  torch::Tensor base_logits = usable_logits(base.logits, m.vocab, m.device);  // [A, V]
+  void append(const std::vector<int64_t>& more, const torch::Tensor& l, const torch::Tensor& h) {
+    if (rows.empty()) {
+      rows = more, logits = l, hidden = h;
+      return;
+    }
+    rows.insert(rows.end(), more.begin(), more.end());
+    logits = torch::cat({logits, l});
+    hidden = torch::cat({hidden, h});
+  }
+  // Reorders to `order`, a permutation of `rows` (the common case, the same order, copies nothing).
+  void arrange(const std::vector<int64_t>& order) {
+    if (order == rows) return;
+    std::vector<int64_t> at(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const auto it = std::find(rows.begin(), rows.end(), order[i]);
+      COLM_CHECK(it != rows.end(), "[decode] internal: no model output for row " << order[i]);
+      at[i] = it - rows.begin();
+    }
+    const auto index = torch::tensor(at, torch::kLong).to(logits.device());
+    logits = logits.index_select(0, index);
+    hidden = hidden.index_select(0, index.to(hidden.device()));
+    rows = order;
+  }
+};
 
-  for (int64_t t = 0; !b.active.empty(); ++t) {
-    const int64_t A = static_cast<int64_t>(b.active.size());
-    const PolicyNeeds needs = policy.needs();  // asked every step: a policy may change its mind
+// The Co-LLM step for the active rows. At position t every active row asks the policy for
+// P(Z_t = j | x_<t) over {base, assistants}; if 1 - P(Z_t = 0) > eta the assistant with the highest
+// P(Z_t = j) emits the token, otherwise the base does; the token is appended to the row's context
+// for every model (the base reads it at once, an assistant when next consulted).
+class CollaborativeRows {
+ public:
+  CollaborativeRows(Models& m, DeferralPolicy& policy, const DecodeOptions& o, const std::vector<uint64_t>& seeds)
+      : m_(m), policy_(policy), o_(o), seeds_(seeds) {}
+
+  void begin(int64_t rows) {
+    base_state_ = m_.base.new_state(rows);
+    for (Expert* a : m_.assistants) caches_.emplace_back(*a, rows, m_.vocab, m_.device);
+  }
+
+  // New examples entered `rows`: every model forgets the rows' old sequences; the base reads the
+  // prompts now, an assistant only when first consulted.
+  void admit(const Batch& b, const std::vector<int64_t>& rows) {
+    std::vector<std::vector<int64_t>> prompts;
+    for (int64_t r : rows) {
+      base_state_->reset(r);
+      for (auto& c : caches_) c.reset(r);
+      prompts.push_back(b.context[r]);
+    }
+    const ExpertOutput out = m_.base.extend(*base_state_, rows, prompts);
+    base_.append(rows, usable_logits(out.logits, m_.vocab, m_.device), out.hidden);
+  }
+
+  Step step(Batch& b, const std::vector<DecodeResult>& results) {
+    const int64_t A = static_cast<int64_t>(b.active.size()), M = static_cast<int64_t>(m_.assistants.size());
+    const bool mixture = o_.strategy == "mixture";
+    base_.arrange(b.active);
+    const torch::Tensor& base_logits = base_.logits;  // [A, V]
+    const PolicyNeeds needs = policy_.needs();        // asked every step: a policy may change its mind
     COLM_CHECK(!needs.gold, "[decode] this deferral policy needs the gold next token (an oracle): use it in "
                             "teacher_forced_trace, not for generation");
     Step s;
@@ -292,37 +354,51 @@ void decode_batch(Models& m, DeferralPolicy& policy, Batch& b, const DecodeOptio
     std::vector<torch::Tensor> assistant_logits(M);  // [A, V] each, or undefined
     if (needs.assistant_logits || mixture)
       for (int64_t j = 0; j < M; ++j) {
-        assistant_logits[j] = caches[j].logits(b.active, b.context);
+        assistant_logits[j] = caches_[j].logits(b.active, b.context);
         note_top1(s, j + 1, assistant_logits[j], iota(A));
       }
     PolicyInput in;
-    if (needs.base_hidden) in.base_hidden = base.hidden.to(m.device, torch::kFloat32);  // [A, d]
-    if (needs.base_logits) in.base_logits = base_logits;                                // [A, V]
-    if (needs.assistant_logits) in.assistant_logits = assistant_logits;                 // M x [A, V]
-    for (int64_t r : b.active) in.row_seeds.push_back(decode_row_seed(o.seed, example_seeds[b.examples[r]], t));
+    if (needs.base_hidden) in.base_hidden = base_.hidden.to(m_.device, torch::kFloat32);  // [A, d]
+    if (needs.base_logits) in.base_logits = base_logits;                                  // [A, V]
+    if (needs.assistant_logits) in.assistant_logits = assistant_logits;                   // M x [A, V]
+    for (int64_t r : b.active)
+      in.row_seeds.push_back(decode_row_seed(o_.seed, seeds_[b.examples[r]], next_position(b, r, results)));
     s.row_seeds = in.row_seeds;
-    s.z = checked_policy_probs(policy.probs(in), A, M + 1);
+    s.z = checked_policy_probs(policy_.probs(in), A, M + 1);
 
     // 2. Who emits x_t, and which token.
     if (mixture) {
-      emit_mixture(s, base_logits, assistant_logits, o);
+      emit_mixture(s, base_logits, assistant_logits, o_);
     } else {
-      const auto defer = ((1 - s.z.select(1, 0)) > o.threshold).to(torch::kLong);           // [A]
+      const auto defer = ((1 - s.z.select(1, 0)) > o_.threshold).to(torch::kLong);                   // [A]
       const auto best = M > 0 ? s.z.narrow(1, 1, M).argmax(1) + 1 : torch::zeros({A}, torch::kLong);  // [A]
-      const auto who = defer * best;                                                      // [A]: 0 = base
-      for (int64_t a = 0; a < A; ++a) s.source[a] = static_cast<int>(who[a].item<int64_t>());
-      emit_deferred(s, m, b, caches, base_logits, assistant_logits, o);
+      const auto who = (defer * best).contiguous();                                                  // [A]: 0 = base
+      const auto* w = who.data_ptr<int64_t>();
+      for (int64_t a = 0; a < A; ++a) s.source[a] = static_cast<int>(w[a]);
+      emit_deferred(s, m_, b, caches_, base_logits, assistant_logits, o_);
     }
-
-    // 3. Every model's context gains x_t; finished rows leave; the base reads the new tokens.
-    b.active = record_and_retire(m, b, s, o, results);
-    if (b.active.empty()) break;
-    std::vector<std::vector<int64_t>> next;
-    for (int64_t r : b.active) next.push_back({b.context[r].back()});
-    base = m.base.extend(*base_state, b.active, next);
-    base_logits = usable_logits(base.logits, m.vocab, m.device);
+    return s;
   }
-}
+
+  // The rows that go on read their new token (the base only; assistants catch up lazily).
+  void advance(const Batch& b, const std::vector<int64_t>& rows) {
+    base_ = RowOutputs{};
+    if (rows.empty()) return;
+    std::vector<std::vector<int64_t>> next;
+    for (int64_t r : rows) next.push_back({b.context[r].back()});
+    const ExpertOutput out = m_.base.extend(*base_state_, rows, next);
+    base_.append(rows, usable_logits(out.logits, m_.vocab, m_.device), out.hidden);
+  }
+
+ private:
+  Models& m_;
+  DeferralPolicy& policy_;
+  const DecodeOptions& o_;
+  const std::vector<uint64_t>& seeds_;
+  std::unique_ptr<DecodeState> base_state_;
+  std::vector<LazyCache> caches_;
+  RowOutputs base_;  // the base's output at the end of each active row's context
+};
 
 void check_options(const DecodeOptions& o) {
   COLM_CHECK(o.strategy == "defer" || o.strategy == "mixture",
@@ -357,33 +433,81 @@ Models resolve_models(Expert& base, const std::vector<Expert*>& assistants) {
   return m;
 }
 
-// Splits the prompts into batches of options.batch_size rows (prompts encoded with the base's
-// tokenizer and checked against the context limit) and runs decode_rows on each.
-template <class DecodeRows>
-std::vector<DecodeResult> decode_in_batches(const Models& m, const std::vector<std::string>& prompts,
-                                            const DecodeOptions& options, DecodeRows decode_rows) {
-  std::vector<DecodeResult> results(prompts.size());
-  const int64_t n = static_cast<int64_t>(prompts.size());
-  for (int64_t first = 0; first < n; first += options.batch_size) {
-    Batch b;
-    b.start = std::chrono::steady_clock::now();
-    for (int64_t i = first; i < std::min(n, first + options.batch_size); ++i) {
-      auto ids = m.base.tokenizer().encode(prompts[i], options.add_special_tokens);
+// Hands out the prompts in order, each encoded with the base's tokenizer and checked when it enters a row.
+class PromptQueue {
+ public:
+  PromptQueue(const Models& m, const std::vector<std::string>& prompts, const DecodeOptions& o)
+      : m_(m), prompts_(prompts), o_(o) {}
+
+  // Puts the next waiting prompts into the free rows; returns the rows filled (ascending).
+  std::vector<int64_t> fill(Batch& b) {
+    std::vector<int64_t> filled;
+    const int64_t n = static_cast<int64_t>(prompts_.size());
+    for (int64_t r = 0; r < static_cast<int64_t>(b.examples.size()) && next_ < n; ++r) {
+      if (b.examples[r] >= 0) continue;
+      const int64_t i = next_++;
+      auto ids = m_.base.tokenizer().encode(prompts_[i], o_.add_special_tokens);
       COLM_CHECK(!ids.empty(), "[decode] prompt " << i << " encodes to no tokens (an empty prompt needs a BOS "
                                                   "token: set add_special_tokens with a tokenizer that has one)");
-      COLM_CHECK(static_cast<int64_t>(ids.size()) <= m.max_positions,
+      COLM_CHECK(static_cast<int64_t>(ids.size()) <= m_.max_positions,
                  "[decode] prompt " << i << " has " << ids.size() << " tokens; the models accept at most "
-                                    << m.max_positions);
-      b.active.push_back(static_cast<int64_t>(b.examples.size()));
-      b.examples.push_back(i);
-      b.context.push_back(std::move(ids));
+                                    << m_.max_positions);
+      b.examples[r] = i;
+      b.context[r] = std::move(ids);
+      b.start[r] = std::chrono::steady_clock::now();
+      filled.push_back(r);
     }
-    decode_rows(b, results);
-    if (options.on_batch) {
+    return filled;
+  }
+
+ private:
+  const Models& m_;
+  const std::vector<std::string>& prompts_;
+  const DecodeOptions& o_;
+  int64_t next_ = 0;
+};
+
+// Decodes every prompt on options.batch_size rows with continuous batching. `rows` holds the models'
+// states: begin(n_rows); admit(batch, rows) when new examples enter rows; step(batch, results) -> the
+// Step of the active rows; advance(batch, rows) when rows go on with their new token.
+template <class Rows>
+std::vector<DecodeResult> decode_continuously(const Models& m, const std::vector<std::string>& prompts,
+                                              const DecodeOptions& o, Rows& rows) {
+  std::vector<DecodeResult> results(prompts.size());
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  if (n == 0) return results;
+  const int64_t slots = std::min(o.batch_size, n);
+  Batch b;
+  b.examples.assign(slots, -1);
+  b.context.resize(slots);
+  b.start.resize(slots);
+  PromptQueue queue(m, prompts, o);
+  rows.begin(slots);
+  b.active = queue.fill(b);
+  rows.admit(b, b.active);
+  int64_t done = 0;
+  while (!b.active.empty()) {
+    const Step s = rows.step(b, results);
+    const auto still = record_and_retire(m, b, s, o, results);
+    if (still.size() < b.active.size()) {
+      // Finished rows hand over their results and become free.
       int64_t tokens = 0;
-      for (const int64_t i : b.examples) tokens += static_cast<int64_t>(results[size_t(i)].ids.size());
-      options.on_batch(std::min(n, first + options.batch_size), tokens);
+      for (int64_t r : b.active) {
+        if (std::binary_search(still.begin(), still.end(), r)) continue;
+        const int64_t ex = b.examples[r];
+        tokens += static_cast<int64_t>(results[ex].ids.size());
+        ++done;
+        if (o.on_result) o.on_result(ex, results[ex]);
+        b.examples[r] = -1;
+        b.context[r].clear();
+      }
+      if (o.on_finished) o.on_finished(done, tokens);
     }
+    rows.advance(b, still);
+    const auto fresh = queue.fill(b);
+    if (!fresh.empty()) rows.admit(b, fresh);
+    b.active.clear();
+    std::merge(still.begin(), still.end(), fresh.begin(), fresh.end(), std::back_inserter(b.active));
   }
   return results;
 }
@@ -396,37 +520,56 @@ std::vector<uint64_t> seeds_for(const std::vector<uint64_t>& example_seeds, size
   return seeds;
 }
 
-// A combination for one batch: every model reads every token (its own cache); at each step the
-// combined scores of their last-position logits pick the token.
-void decode_combined_batch(Models& m, const CombineOptions& c, Batch& b, const DecodeOptions& o,
-                           const std::vector<uint64_t>& example_seeds, std::vector<DecodeResult>& results) {
-  std::vector<Expert*> models{&m.base};
-  models.insert(models.end(), m.assistants.begin(), m.assistants.end());
-  const int64_t K = static_cast<int64_t>(models.size());
-  std::vector<LazyCache> caches;
-  for (Expert* e : models) caches.emplace_back(*e, static_cast<int64_t>(b.context.size()), m.vocab, m.device);
-  for (int64_t t = 0; !b.active.empty(); ++t) {
-    const int64_t A = static_cast<int64_t>(b.active.size());
+// A combination: every model reads every token (its own cache); at each step the combined scores of
+// their last-position logits pick the token.
+class CombinedRows {
+ public:
+  CombinedRows(Models& m, const CombineOptions& c, const DecodeOptions& o, const std::vector<uint64_t>& seeds)
+      : m_(m), c_(c), o_(o), seeds_(seeds) {
+    models_.push_back(&m.base);
+    models_.insert(models_.end(), m.assistants.begin(), m.assistants.end());
+  }
+
+  void begin(int64_t rows) {
+    for (Expert* e : models_) caches_.emplace_back(*e, rows, m_.vocab, m_.device);
+  }
+  void admit(const Batch&, const std::vector<int64_t>& rows) {
+    for (int64_t r : rows)
+      for (auto& c : caches_) c.reset(r);
+  }
+  void advance(const Batch&, const std::vector<int64_t>&) {}
+
+  Step step(Batch& b, const std::vector<DecodeResult>& results) {
+    const int64_t A = static_cast<int64_t>(b.active.size()), K = static_cast<int64_t>(models_.size());
     Step s;
     s.source.assign(A, 0);
     s.token.assign(A, -1);
     s.top1.assign(A, std::vector<int64_t>(K, -1));
     std::vector<torch::Tensor> logits;  // K x [A, V]
     for (int64_t k = 0; k < K; ++k) {
-      logits.push_back(caches[k].logits(b.active, b.context));
+      logits.push_back(caches_[k].logits(b.active, b.context));
       note_top1(s, k, logits.back(), iota(A));
     }
-    const auto scores = combined_scores(logits, c).to(torch::kCPU);  // [A, V]
+    const auto scores = combined_scores(logits, c_).to(torch::kCPU);  // [A, V]
     s.z = torch::zeros({A, 2});
     for (int64_t a = 0; a < A; ++a) {
-      s.row_seeds.push_back(decode_row_seed(o.seed, example_seeds[b.examples[b.active[a]]], t));
-      s.token[a] = pick_from_logits(scores[a], o, uniform01(s.row_seeds[a] ^ kSamplerStream));
+      const int64_t r = b.active[a];
+      s.row_seeds.push_back(decode_row_seed(o_.seed, seeds_[b.examples[r]], next_position(b, r, results)));
+      s.token[a] = pick_from_logits(scores[a], o_, uniform01(s.row_seeds[a] ^ kSamplerStream));
       s.source[a] = s.token[a] == s.top1[a][0] ? 0 : 1;  // 1: the combination overrode models[0]'s own choice
       s.z[a][s.source[a]] = 1.0f;
     }
-    b.active = record_and_retire(m, b, s, o, results);
+    return s;
   }
-}
+
+ private:
+  Models& m_;
+  const CombineOptions& c_;
+  const DecodeOptions& o_;
+  const std::vector<uint64_t>& seeds_;
+  std::vector<Expert*> models_;
+  std::vector<LazyCache> caches_;
+};
 
 // The policy used by decode_single: one model, always itself.
 class AlwaysBase final : public DeferralPolicy {
@@ -451,9 +594,8 @@ std::vector<DecodeResult> collaborative_decode(Expert& base, const std::vector<E
   check_options(options);
   Models m = resolve_models(base, assistants);
   const auto seeds = seeds_for(example_seeds, prompts.size());
-  return decode_in_batches(m, prompts, options, [&](Batch& b, std::vector<DecodeResult>& results) {
-    decode_batch(m, policy, b, options, seeds, results);
-  });
+  CollaborativeRows rows(m, policy, options, seeds);
+  return decode_continuously(m, prompts, options, rows);
 }
 
 torch::Tensor combined_scores(const std::vector<torch::Tensor>& logits, const CombineOptions& c) {
@@ -488,9 +630,8 @@ std::vector<DecodeResult> combined_decode(const std::vector<Expert*>& models, co
                            << "); combining logits needs one shared vocabulary");
   Models m = resolve_models(*models[0], {models.begin() + 1, models.end()});
   const auto seeds = seeds_for(example_seeds, prompts.size());
-  return decode_in_batches(m, prompts, options, [&](Batch& b, std::vector<DecodeResult>& results) {
-    decode_combined_batch(m, combine, b, options, seeds, results);
-  });
+  CombinedRows rows(m, combine, options, seeds);
+  return decode_continuously(m, prompts, options, rows);
 }
 
 std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::string>& prompts,
@@ -502,45 +643,93 @@ std::vector<DecodeResult> decode_single(Expert& model, const std::vector<std::st
 TeacherForcedTrace teacher_forced_trace(Expert& base, const std::vector<Expert*>& assistants,
                                         DeferralPolicy& policy, const std::vector<int64_t>& prompt_ids,
                                         const std::vector<int64_t>& target_ids, uint64_t seed) {
+  return teacher_forced_traces(base, assistants, policy, {TeacherForcedExample{prompt_ids, target_ids, seed}}, 1)
+      .front();
+}
+
+std::vector<TeacherForcedTrace> teacher_forced_traces(Expert& base, const std::vector<Expert*>& assistants,
+                                                      DeferralPolicy& policy,
+                                                      const std::vector<TeacherForcedExample>& examples,
+                                                      int64_t batch_size) {
   torch::NoGradGuard no_grad;
+  COLM_CHECK(batch_size >= 1, "[decode] teacher_forced_traces: batch_size must be >= 1, got " << batch_size);
   Models m = resolve_models(base, assistants);
-  const int64_t P = static_cast<int64_t>(prompt_ids.size()), T = static_cast<int64_t>(target_ids.size());
   const int64_t M = static_cast<int64_t>(assistants.size());
-  COLM_CHECK(P >= 1, "[decode] teacher_forced_trace needs a non-empty prompt");
-  COLM_CHECK(T >= 1, "[decode] teacher_forced_trace needs a non-empty target");
-  COLM_CHECK(P + T - 1 <= m.max_positions, "[decode] prompt + target has " << P + T << " tokens; the models accept "
-                                                                           << m.max_positions);
-  for (int64_t id : target_ids)
-    COLM_CHECK(id >= 0 && id < m.vocab, "[decode] target token " << id << " is outside the vocabulary (" << m.vocab << ")");
+  for (const auto& ex : examples) {
+    const int64_t P = static_cast<int64_t>(ex.prompt_ids.size()), T = static_cast<int64_t>(ex.target_ids.size());
+    COLM_CHECK(P >= 1, "[decode] teacher_forced_trace needs a non-empty prompt");
+    COLM_CHECK(T >= 1, "[decode] teacher_forced_trace needs a non-empty target");
+    COLM_CHECK(P + T - 1 <= m.max_positions, "[decode] prompt + target has " << P + T << " tokens; the models accept "
+                                                                             << m.max_positions);
+    for (int64_t id : ex.target_ids)
+      COLM_CHECK(id >= 0 && id < m.vocab, "[decode] target token " << id << " is outside the vocabulary (" << m.vocab << ")");
+  }
+  std::vector<TeacherForcedTrace> traces;
+  const int64_t n = static_cast<int64_t>(examples.size());
+  for (int64_t first = 0; first < n; first += batch_size) {
+    const int64_t B = std::min(batch_size, n - first);
+    // Row i of the batch: prompt + target[:-1], right-padded to the longest; the state before
+    // target[t] is the model's output at position P-1+t.
+    std::vector<int64_t> P(B), T(B);
+    int64_t S = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& ex = examples[first + i];
+      P[i] = static_cast<int64_t>(ex.prompt_ids.size());
+      T[i] = static_cast<int64_t>(ex.target_ids.size());
+      S = std::max(S, P[i] + T[i] - 1);
+    }
+    auto ids = torch::zeros({B, S}, torch::kLong), mask = torch::zeros({B, S}, torch::kLong);
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& ex = examples[first + i];
+      std::vector<int64_t> seq(ex.prompt_ids);
+      seq.insert(seq.end(), ex.target_ids.begin(), ex.target_ids.end() - 1);
+      ids[i].narrow(0, 0, P[i] + T[i] - 1).copy_(torch::tensor(seq, torch::kLong));
+      mask[i].narrow(0, 0, P[i] + T[i] - 1).fill_(1);
+    }
+    // A model's outputs before each target token, the batch's examples one after the other: [sum T, .].
+    const bool padded = mask.min().item<int64_t>() == 0;  // rows of different lengths: hide the padding
+    auto run = [&](Expert& e) {
+      auto out = e.forward(ids.to(e.device()), padded ? mask.to(e.device()) : torch::Tensor());
+      std::vector<torch::Tensor> logits, hidden;
+      for (int64_t i = 0; i < B; ++i) {
+        logits.push_back(usable_logits(out.logits[i].narrow(0, P[i] - 1, T[i]), m.vocab, m.device));  // [T_i, V]
+        hidden.push_back(out.hidden[i].narrow(0, P[i] - 1, T[i]).to(m.device, torch::kFloat32));      // [T_i, d]
+      }
+      return ExpertOutput{torch::cat(logits), torch::cat(hidden)};
+    };
+    const ExpertOutput b = run(base);
+    std::vector<torch::Tensor> a_logits;
+    for (Expert* a : assistants) a_logits.push_back(run(*a).logits);
 
-  // The state before target[t] is the model's output at position P-1+t of prompt + target[:-1].
-  std::vector<int64_t> seq(prompt_ids);
-  seq.insert(seq.end(), target_ids.begin(), target_ids.end() - 1);
-  auto run = [&](Expert& e) {
-    const auto ids = torch::tensor(seq, torch::kLong).unsqueeze(0).to(e.device());  // [1, P+T-1]
-    auto out = e.forward(ids, torch::Tensor());
-    return ExpertOutput{usable_logits(out.logits[0].narrow(0, P - 1, T), m.vocab, m.device),  // [T, V]
-                        out.hidden[0].narrow(0, P - 1, T).to(m.device, torch::kFloat32)};   // [T, d]
-  };
-  const ExpertOutput b = run(base);
-  std::vector<torch::Tensor> a_logits;
-  for (Expert* a : assistants) a_logits.push_back(run(*a).logits);
-
-  const PolicyNeeds needs = policy.needs();
-  PolicyInput in;
-  if (needs.base_hidden) in.base_hidden = b.hidden;
-  if (needs.base_logits) in.base_logits = b.logits;
-  if (needs.assistant_logits) in.assistant_logits = a_logits;
-  in.gold = torch::tensor(target_ids, torch::kLong).to(m.device);
-  for (int64_t t = 0; t < T; ++t) in.row_seeds.push_back(decode_row_seed(0, seed, t));
-
-  TeacherForcedTrace out;
-  out.probs = checked_policy_probs(policy.probs(in), T, M + 1);
-  std::vector<torch::Tensor> top1{b.logits.argmax(1)};
-  for (const auto& l : a_logits) top1.push_back(l.argmax(1));
-  out.top1 = torch::stack(top1, 1).to(torch::kCPU);  // [T, M+1]
-  out.gold = in.gold.to(torch::kCPU);
-  return out;
+    const PolicyNeeds needs = policy.needs();
+    PolicyInput in;
+    if (needs.base_hidden) in.base_hidden = b.hidden;
+    if (needs.base_logits) in.base_logits = b.logits;
+    if (needs.assistant_logits) in.assistant_logits = a_logits;
+    std::vector<int64_t> gold;
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& ex = examples[first + i];
+      gold.insert(gold.end(), ex.target_ids.begin(), ex.target_ids.end());
+      for (int64_t t = 0; t < T[i]; ++t) in.row_seeds.push_back(decode_row_seed(0, ex.seed, t));
+    }
+    const int64_t rows = static_cast<int64_t>(gold.size());
+    in.gold = torch::tensor(gold, torch::kLong).to(m.device);
+    const auto probs = checked_policy_probs(policy.probs(in), rows, M + 1);
+    std::vector<torch::Tensor> top1{b.logits.argmax(1)};
+    for (const auto& l : a_logits) top1.push_back(l.argmax(1));
+    const auto top1_all = torch::stack(top1, 1).to(torch::kCPU);  // [rows, M+1]
+    const auto gold_all = in.gold.to(torch::kCPU);
+    int64_t at = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      TeacherForcedTrace tr;
+      tr.probs = probs.narrow(0, at, T[i]).contiguous();
+      tr.top1 = top1_all.narrow(0, at, T[i]).contiguous();
+      tr.gold = gold_all.narrow(0, at, T[i]).contiguous();
+      traces.push_back(std::move(tr));
+      at += T[i];
+    }
+  }
+  return traces;
 }
 
 }  // namespace colm

@@ -23,6 +23,15 @@ struct TokenTrace {
   std::vector<int64_t> top1;    // M+1 entries: each model's argmax at this step, -1 when not computed
 };
 
+struct DecodeResult {
+  std::string output;           // decoded generated text, cut before a stop string, without EOS
+  std::vector<int64_t> ids;     // generated ids (EOS and the token completing a stop string included)
+  std::vector<TokenTrace> trace;  // one per entry of ids
+  int64_t n_deferred = 0;       // tokens with source != 0
+  double latency_s = 0;         // from when the example entered a row until it finished
+  std::string stop_reason;      // "eos", "stop", "max_tokens" or "max_positions"
+};
+
 struct DecodeOptions {
   // Defer when 1 - P(Z=0) > threshold (eta), to the assistant with the highest P(Z=j).
   double threshold = 0.5;
@@ -33,7 +42,10 @@ struct DecodeOptions {
   double temperature = 1.0;     // sampling only; > 0
   double top_p = 1.0;           // sampling only; in (0, 1]
   uint64_t seed = 0;            // run seed, mixed with each example's seed and the position
-  int64_t batch_size = 8;       // examples decoded together
+  // Rows decoded together. Continuous batching: when a row's example finishes, the row takes the next
+  // waiting example at once (its caches are reset and the prompt read), so no row waits for the
+  // batch's longest example.
+  int64_t batch_size = 8;
   int64_t max_tokens = 64;      // generated tokens per example, at most
   std::vector<std::string> stop;  // a row finishes when its generated text contains one of these
   bool add_special_tokens = true; // encode prompts with the tokenizer's post-processor (e.g. BOS)
@@ -41,19 +53,14 @@ struct DecodeOptions {
   // Optional: called after every generated token (streaming). `ids` is the example's generated ids
   // so far, the new token included.
   std::function<void(int64_t example, const TokenTrace& token, const std::vector<int64_t>& ids)> on_token;
-  // Optional: called after every batch with the examples finished so far and the tokens that batch
-  // generated (progress displays).
-  std::function<void(int64_t examples_done, int64_t batch_tokens)> on_batch;
+  // Optional: called after every step in which examples finished, with the examples finished so far
+  // and the tokens those examples generated (progress displays).
+  std::function<void(int64_t examples_done, int64_t tokens)> on_finished;
+  // Optional: called once per example as soon as it finishes (its result is final), in finishing
+  // order: lets a caller store results while the rest decode.
+  std::function<void(int64_t example, const DecodeResult& result)> on_result;
 };
 
-struct DecodeResult {
-  std::string output;           // decoded generated text, cut before a stop string, without EOS
-  std::vector<int64_t> ids;     // generated ids (EOS and the token completing a stop string included)
-  std::vector<TokenTrace> trace;  // one per entry of ids
-  int64_t n_deferred = 0;       // tokens with source != 0
-  double latency_s = 0;         // from the start of the example's batch until the example finished
-  std::string stop_reason;      // "eos", "stop", "max_tokens" or "max_positions"
-};
 
 // Decodes every prompt with the base and the assistants (M >= 0; M = 0 is plain decoding and needs a
 // policy returning [R, 1], see decode_single). Results are in prompt order. Deterministic: the same
@@ -98,6 +105,18 @@ struct TeacherForcedTrace {
 TeacherForcedTrace teacher_forced_trace(Expert& base, const std::vector<Expert*>& assistants,
                                         DeferralPolicy& policy, const std::vector<int64_t>& prompt_ids,
                                         const std::vector<int64_t>& target_ids, uint64_t seed = 0);
+
+// Several examples at once: each model reads `batch_size` examples in one right-padded forward and
+// the policy sees all their positions in one call. Each trace equals teacher_forced_trace's for that
+// example (the policy's rows are independent; the padding is masked).
+struct TeacherForcedExample {
+  std::vector<int64_t> prompt_ids, target_ids;
+  uint64_t seed = 0;
+};
+std::vector<TeacherForcedTrace> teacher_forced_traces(Expert& base, const std::vector<Expert*>& assistants,
+                                                      DeferralPolicy& policy,
+                                                      const std::vector<TeacherForcedExample>& examples,
+                                                      int64_t batch_size);
 
 // The seed a policy sees for (run seed, example seed, position): what PolicyInput::row_seeds holds.
 uint64_t decode_row_seed(uint64_t run_seed, uint64_t example_seed, int64_t position);

@@ -84,6 +84,10 @@ class BigramState final : public colm::DecodeState {
     COLM_CHECK(row >= 0 && row < rows(), "[bigram] DecodeState::length: row " << row << " out of range [0, " << rows() << ")");
     return lengths_[static_cast<size_t>(row)];
   }
+  void reset(int64_t row) override {
+    COLM_CHECK(row >= 0 && row < rows(), "[bigram] DecodeState::reset: row " << row << " out of range [0, " << rows() << ")");
+    lengths_[static_cast<size_t>(row)] = 0;
+  }
 
   std::vector<int64_t> lengths_;
 

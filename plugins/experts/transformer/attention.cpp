@@ -18,6 +18,8 @@ torch::Tensor linear_rows(const torch::Tensor& x, const torch::Tensor& weight, c
     return y.view(sizes);
   }
   auto x2 = x.reshape({-1, in});
+  // A few rows (batched decoding steps): one pass over the weight for all of them.
+  if (auto y = skinny_linear(x2, weight, bias); y.defined()) return y.view(sizes);
   auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : torch::mm(x2, weight.t());
   return y.view(sizes);
 }

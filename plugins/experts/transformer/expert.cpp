@@ -55,6 +55,12 @@ class TransformerState : public DecodeState {
     COLM_CHECK(row >= 0 && row < rows(), "[transformer] DecodeState::length: row " << row << " out of range [0, " << rows() << ")");
     return lengths_[static_cast<size_t>(row)];
   }
+  // The row's cache entries stay where they are: extend() masks every key past a row's length, and
+  // overwrites them as the new sequence grows.
+  void reset(int64_t row) override {
+    COLM_CHECK(row >= 0 && row < rows(), "[transformer] DecodeState::reset: row " << row << " out of range [0, " << rows() << ")");
+    lengths_[static_cast<size_t>(row)] = 0;
+  }
 
   std::vector<int64_t> lengths_;
   KvCache cache_;

@@ -65,6 +65,9 @@ TORCH_MODULE(Linear);
 
 // y = x W^T for x [..., in] with the same gemv fast path (used by the tied output layer).
 torch::Tensor linear_rows(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+// y = x2 W^T + b for 2-16 rows x2 [R, in], float32 on the CPU without autograd, by a kernel that
+// streams the weight once for all rows (skinny.cpp); an undefined tensor when it does not apply.
+torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias);
 
 // Per-layer key/value buffers [rows, kv_heads, capacity, head_dim] that grow by doubling.
 struct KvCache {
