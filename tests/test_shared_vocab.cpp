@@ -437,3 +437,49 @@ TEST_CASE("an experiment whose assistant has 3 more ids trains, calibrates and d
   }
   CHECK(tokens > 0);
 }
+
+TEST_CASE("a dry run compares checkpoints it does not load by their tokenizer.json, with the same rules",
+          "[core][vocab]") {
+  const auto dir = test::temp_dir("shared-vocab-dry");
+  const auto bytes = Tokenizer::byte_level();
+  with_added_tokens(bytes.to_json_string(), {"<|x0|>", "<|x1|>"}).save(dir + "/ext.json");
+  auto j = nlohmann::json::parse(bytes.to_json_string());
+  for (auto& t : j["added_tokens"])
+    if (t["content"] == "<|pad|>") t["content"] = "<|padding|>";
+  with_added_tokens(j.dump(), {"<|x0|>", "<|x1|>"}).save(dir + "/bad.json");
+  auto save_fresh = [&](const std::string& name, const std::string& tokenizer_line) {
+    const std::string toml = "family = \"gpt2\"\nn_layer = 1\nn_head = 2\nd_model = 16\nd_ff = 32\n"
+                             "max_positions = 64\ninit_seed = 1\n" + tokenizer_line;
+    PluginContext ctx;
+    ctx.instance = name;
+    default_registry().create_expert("transformer", ConfigView::from_string(toml, name), ctx)->save(dir + "/" + name);
+  };
+  save_fresh("base", "vocab = \"bytes\"\n");
+  save_fresh("ext", "tokenizer = \"" + dir + "/ext.json\"\n");
+  save_fresh("bad", "tokenizer = \"" + dir + "/bad.json\"\n");
+  auto experiment = [&](const std::string& helper) {
+    const auto path = dir + "/exp-" + helper + ".toml";
+    std::ofstream(path) << "[experiment]\nname = \"dry\"\ndatabase = \"" << dir << "/r.db\"\n\n"
+                        << "[experts.base]\nplugin = \"transformer\"\nrole = \"base\"\ncheckpoint = \"" << dir
+                        << "/base\"\n\n[experts.helper]\nplugin = \"transformer\"\nrole = \"assistant\"\ncheckpoint = \""
+                        << dir << "/" << helper << "\"\n\n[task]\nplugin = \"arithmetic\"\ntrain_size = 4\n"
+                        << "valid_size = 2\ntest_size = 2\n\n[policies.conf]\nplugin = \"rules\"\nrule = \"confidence\"\n\n"
+                        << "[sweep]\npolicies = [\"conf\"]\neta = [0.5]\n";
+    return parse_experiment_file(path);
+  };
+  LoadOptions o;
+  o.dry_run = true;
+  o.dry_run_max_checkpoint_bytes = 0;  // load nothing: compare tokenizer.json files
+  const auto ok = experiment("ext");
+  const auto loaded = load_experiment(ok, default_registry(), o);
+  CHECK(loaded.experts.empty());
+  CHECK(loaded.vocab.size == 0);  // nothing loaded, nothing cut
+  const auto bad = experiment("bad");
+  CHECK_THROWS_WITH(load_experiment(bad, default_registry(), o),
+                    Contains("vocabulary of assistant 'helper'") && Contains("neither extends the other") &&
+                        Contains("the added tokens with ids below 259 differ"));
+  // Loaded for real, the same pair is refused with the full difference.
+  CHECK_THROWS_WITH(load_experiment(bad, default_registry(), {}),
+                    Contains("assistant 'helper' cannot share token ids") && Contains("\"<|pad|>\" (id 258) only in base"));
+  CHECK(load_experiment(ok, default_registry(), {}).vocab.size == 259);
+}
