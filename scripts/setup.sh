@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config git
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libgloo-dev libopenblas0-openmp
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   libtomlplusplus-dev libsqlitecpp-dev libsqlite3-dev sqlite3 bc
   libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libpcre2-dev libicu-dev

@@ -1,6 +1,13 @@
 // `colm train-expert`: trains a small expert (objective `lm`) from text files and writes it as a
 // Hugging Face checkpoint. Interrupt it at any moment; the same command resumes from its last checkpoint.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <tuple>
 #include <iostream>
@@ -13,7 +20,9 @@
 #include "cli.hpp"
 #include "colm/config.hpp"
 #include "plugin/registry.hpp"
+#include "method/distributed.hpp"
 #include "method/train.hpp"
+#include "colm/runtime.hpp"
 
 namespace colm::cli {
 
@@ -22,6 +31,63 @@ namespace {
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
+extern "C" char** environ;
+
+// `--nproc N`: N copies of this command joined in one c10d group (rank i of N, a FileStore under the
+// output directory, threads split between them). Returns the exit status: 0 when every rank succeeded.
+int run_ranks(const std::vector<std::string>& args, const GlobalOptions& global, int nproc, const std::string& out) {
+  fs::create_directories(out);
+  const auto store = (fs::absolute(out) / (".dist-store-" + std::to_string(::getpid()))).string();
+  std::error_code ec;
+  fs::remove(store, ec);
+  const int threads = std::max(1, torch_threads() / nproc);
+  std::vector<std::string> argv_text = {global.argv0, "--log-level", global.log_level};
+  for (const auto& d : global.plugin_dirs) argv_text.insert(argv_text.end(), {"--plugin-dir", d});
+  argv_text.push_back("train-expert");
+  argv_text.insert(argv_text.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_text) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < nproc; ++rank) {
+    std::vector<std::string> env_text;
+    for (char** e = environ; *e; ++e) {
+      const std::string v(*e);
+      if (v.rfind("COLM_RANK=", 0) && v.rfind("COLM_WORLD_SIZE=", 0) && v.rfind("COLM_DIST_INIT=", 0) &&
+          v.rfind("COLM_THREADS=", 0))
+        env_text.push_back(v);
+    }
+    env_text.push_back("COLM_RANK=" + std::to_string(rank));
+    env_text.push_back("COLM_WORLD_SIZE=" + std::to_string(nproc));
+    env_text.push_back("COLM_DIST_INIT=file://" + store);
+    env_text.push_back("COLM_THREADS=" + std::to_string(threads));
+    std::vector<char*> envp;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
+    if (rc != 0) throw Error(std::string("colm train-expert --nproc: cannot start rank ") + std::to_string(rank) + ": " +
+                             std::strerror(rc));
+    pids.push_back(pid);
+  }
+  spdlog::info("[train-expert] {} processes (c10d, gloo), {} torch thread{} each", nproc, threads,
+               threads == 1 ? "" : "s");
+  int failed = 0;
+  for (size_t rank = 0; rank < pids.size(); ++rank) {
+    int status = 0;
+    while (waitpid(pids[rank], &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++failed;
+      spdlog::error("[train-expert] rank {} {}", rank,
+                    WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                      : "was killed by signal " + std::to_string(WTERMSIG(status)));
+    }
+  }
+  fs::remove(store, ec);
+  return failed ? 1 : 0;
+}
+
 int train_expert(const std::vector<std::string>& args, const GlobalOptions& global) {
   std::vector<std::string> text, valid_text;
   std::string out, from, family, dtype;
@@ -29,6 +95,7 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
   double valid_fraction;
   TrainConfig c;
   int64_t seed = 0;
+  int nproc = 1;
   bool no_resume = false;
   po::options_description o(
       "colm train-expert: train an expert on text (next-token loss) and save it as an HF checkpoint\n\n"
@@ -66,6 +133,9 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
     ("eval-every", po::value(&c.eval_every)->default_value(0), "steps between validation losses (0: at the end)")
     ("checkpoint-every", po::value(&c.checkpoint_every)->default_value(100), "steps between checkpoints (0: at the end)")
     ("threads", po::value(&threads)->default_value(0), "Torch CPU threads (0: keep the default)")
+    ("nproc", po::value(&nproc)->default_value(1), "data-parallel training in N processes (c10d, Gloo): each "
+     "takes every N-th sequence of a batch, gradients are summed, the result equals 1 process's to float "
+     "rounding; under srun -n N the tasks join one group by themselves (SLURM_PROCID, SLURM_NTASKS)")
     ("no-resume", po::bool_switch(&no_resume), "start over even when DIR/train_state holds a checkpoint");
   // clang-format on
   po::variables_map vm;
@@ -74,7 +144,15 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
     std::cerr << "colm train-expert: --text and --out are required (see colm train-expert --help)\n";
     return 2;
   }
+  if (nproc < 1) {
+    std::cerr << "colm train-expert: --nproc must be >= 1\n";
+    return 2;
+  }
+  // The launcher: each rank is this command again, inside the group.
+  if (nproc > 1 && !std::getenv("COLM_WORLD_SIZE")) return run_ranks(args, global, nproc, out);
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  c.parallel = DataParallel::from_environment();
+  const bool writer = !c.parallel || c.parallel->rank() == 0;
   c.seed = static_cast<uint64_t>(seed);
   c.resume = !no_resume;
   c.label = "train-expert";
@@ -116,12 +194,14 @@ int train_expert(const std::vector<std::string>& args, const GlobalOptions& glob
   fs::create_directories(out);
   LmObjective objective(*expert);
   auto r = train(objective, data, valid.size() ? &valid : nullptr, c);
+  if (!writer) return 0;  // every rank holds the same weights: rank 0 writes them
   expert->save(out);
   nlohmann::json summary{{"out", out},
                          {"steps", r.steps},
                          {"resumed_from", r.resumed_from},
                          {"train_loss", r.train_loss},
-                         {"tokens_per_second", r.tokens_per_second}};
+                         {"tokens_per_second", r.tokens_per_second},
+                         {"processes", c.parallel ? c.parallel->world_size() : 1}};
   if (!std::isnan(r.valid_loss)) summary["valid_loss"] = r.valid_loss;
   std::cout << summary.dump() << std::endl;
   return 0;

@@ -1,6 +1,7 @@
 // The training loop and its data: batching, AdamW with warm-up/decay, clipping, accumulation,
 // validation, atomic checkpoints and exact resume; the lm and deferral objectives over experts.
 #include "method/train.hpp"
+#include "method/distributed.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -506,6 +507,16 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
     int64_t step_tokens = 0;
     for (int64_t k = 0; k < config.grad_accum; ++k) {
       auto rows = st.cursor.take(config.seed, train_data.size(), config.batch_size, order, order_epoch);
+      if (config.parallel) {
+        // The whole batch's target tokens (the loss's denominator), then this process's rows.
+        const auto world = size_t(config.parallel->world_size()), rank = size_t(config.parallel->rank());
+        for (auto r : rows)
+          for (auto m : train_data.loss_mask[size_t(r)]) step_tokens += m ? 1 : 0;
+        std::vector<int64_t> mine;
+        for (size_t i = rank; i < rows.size(); i += world) mine.push_back(rows[i]);
+        if (!mine.empty()) micro.push_back(make_batch(train_data, mine, objective.pad_id(), objective.device()));
+        continue;
+      }
       micro.push_back(make_batch(train_data, rows, objective.pad_id(), objective.device()));
       step_tokens += micro.back().target_tokens;
     }
@@ -519,6 +530,16 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
       auto loss = objective.loss_sum(b) / denom;
       loss.backward();
       step_loss += loss.item<double>();
+    }
+    if (config.parallel) {
+      // Each process's gradient is its rows' share of the whole batch's mean: their sum is the whole.
+      std::vector<torch::Tensor> grads;
+      for (auto& p : params) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+      config.parallel->all_reduce_sum(grads);
+      step_loss = config.parallel->all_reduce_sum(step_loss);
     }
     if (mixed)
       for (size_t i = 0; i < params.size(); ++i)
@@ -541,7 +562,7 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
 
     const bool last = st.step == config.steps;
     if ((config.eval_every > 0 && st.step % config.eval_every == 0) || last) run_eval(st.step, &progress);
-    if (!config.checkpoint_dir.empty() &&
+    if (!config.checkpoint_dir.empty() && (!config.parallel || config.parallel->rank() == 0) &&
         ((config.checkpoint_every > 0 && st.step % config.checkpoint_every == 0) || last)) {
       save_checkpoint(config.checkpoint_dir, st, objective, optimizer, identity, masters);
       result.checkpoint = (fs::path(config.checkpoint_dir) / step_dir_name(st.step)).string();

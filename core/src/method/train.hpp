@@ -18,6 +18,8 @@
 
 namespace colm {
 
+class DataParallel;
+
 struct TrainConfig {
   int64_t steps = 100;            // optimiser steps
   int64_t batch_size = 8;         // sequences per micro-batch
@@ -42,6 +44,12 @@ struct TrainConfig {
   // moments are f32 too) and rounded back after every step, so updates smaller than the low
   // precision's spacing accumulate instead of rounding away. false: AdamW on the stored dtype.
   bool f32_master = true;
+  // Data parallel (distributed.hpp): this process's group, or null. Every process draws the same
+  // global micro-batches; each computes the loss of its share of the rows (every world_size-th),
+  // divided by the whole batch's target tokens, and the gradients are summed across processes, so
+  // each takes the step one process would take on the whole batch (to float rounding) and the
+  // parameters stay equal everywhere. Only rank 0 writes checkpoints; every rank can resume.
+  std::shared_ptr<DataParallel> parallel;
 };
 
 // Throws colm::Error naming the first field that is out of range.
