@@ -14,8 +14,9 @@ namespace colm {
 struct SharedVocab {
   int64_t size = 0;     // V: ids [0, V) name the same token for every expert
   Tokenizer tokenizer;  // a tokenizer with exactly the shared ids (the smallest expert's): it encodes
-                        // any text to ids < V, as every expert's own tokenizer would (short of the
-                        // extra added tokens)
+                        // any text to ids < V; a larger vocabulary's own tokenizer would encode the
+                        // same text the same way except where its extra ids (added tokens, merges
+                        // into ids >= V) apply, which the shared one spells with shared ids
   struct Masked {
     std::string expert;
     int64_t tokenizer_ids = 0;         // its tokenizer's ids >= V (tokens only it knows)
