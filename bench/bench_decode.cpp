@@ -1,10 +1,13 @@
-// Benchmark of the collaborative decoder at 256 generated tokens: Co-LLM vs base-only decoding (with
-// the cost model 1 + f * c_assistant / c_base), vs running every model every step, vs no KV cache.
-// Random-weight GPT-2 experts from the registry (assistant ~4x the base); prints ratios measured side by side.
+// Benchmark of the collaborative decoder: Co-LLM vs base-only decoding against the cost model
+// 1 + f * c_assistant / c_base (+10%), at batch 1, 4 and 8, on a small pair (assistant ~4x the base)
+// and a GPT-2-small-shaped base with a GPT-2-medium-shaped assistant; on the small pair at batch 1
+// also vs running every model every step and vs no KV cache. Random-weight GPT-2 experts from the
+// registry; prints ratios measured side by side.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include <torch/torch.h>
 
@@ -18,18 +21,22 @@ using namespace colm;
 
 namespace {
 
-constexpr int64_t kTokens = 256;
 
-std::shared_ptr<Expert> make_expert(const std::string& name, int d_model, int n_layer, int seed) {
-  const std::string toml = "family = \"gpt2\"\nn_layer = " + std::to_string(n_layer) + "\nn_head = 4\nd_model = " +
-                           std::to_string(d_model) + "\nd_ff = " + std::to_string(4 * d_model) +
-                           "\nmax_positions = 512\nvocab = \"bytes\"\ninit_seed = " + std::to_string(seed) + "\n";
+// A random-weight GPT-2-shaped expert (byte tokenizer; vocab_size > 0 pads the output layer to that
+// many rows, like GPT-2's 50257, so the head costs what a real one does).
+std::shared_ptr<Expert> make_expert(const std::string& name, int d_model, int n_layer, int n_head, int seed,
+                                    int vocab_size = 0) {
+  std::string toml = "family = \"gpt2\"\nn_layer = " + std::to_string(n_layer) + "\nn_head = " +
+                     std::to_string(n_head) + "\nd_model = " + std::to_string(d_model) + "\nd_ff = " +
+                     std::to_string(4 * d_model) + "\nmax_positions = 1024\nvocab = \"bytes\"\ninit_seed = " +
+                     std::to_string(seed) + "\n";
+  if (vocab_size > 0) toml += "vocab_size = " + std::to_string(vocab_size) + "\n";
   PluginContext ctx;
   ctx.instance = name;
   return default_registry().create_expert("transformer", ConfigView::from_string(toml, name), ctx);
 }
 
-// Random weights emit EOS now and then; every scheme must generate exactly kTokens, so EOS is masked.
+// Random weights emit EOS now and then; every scheme must generate the same number of tokens, so EOS is masked.
 class NoEos final : public Expert {
  public:
   explicit NoEos(std::shared_ptr<Expert> inner) : inner_(std::move(inner)), eos_(*inner_->tokenizer().eos_id()) {}
@@ -94,7 +101,7 @@ std::vector<int64_t> decode_without_cache(Expert& base, Expert& assistant, Defer
     const auto ids = torch::tensor(ctx, torch::kLong).unsqueeze(0);
     return e.forward(ids, torch::Tensor()).logits[0][-1].narrow(0, 0, V);
   };
-  for (int64_t t = 0; t < kTokens; ++t) {
+  for (int64_t t = 0; t < o.max_tokens; ++t) {
     const auto lb = last(base);
     PolicyInput in;
     in.base_logits = lb.unsqueeze(0).to(torch::kFloat32);
@@ -108,23 +115,16 @@ std::vector<int64_t> decode_without_cache(Expert& base, Expert& assistant, Defer
   return out;
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
-  init_runtime("warn");
-  const int64_t batch = argc > 1 ? std::atoll(argv[1]) : 1;
-  torch::manual_seed(0);
-  NoEos base(make_expert("base", 256, 4, 1));
-  NoEos assistant(make_expert("assistant", 512, 4, 2));
-  std::printf("[bench] base %lld params, assistant %lld params, %d torch threads, batch %lld, %lld tokens\n",
-              static_cast<long long>(base.info().num_parameters),
-              static_cast<long long>(assistant.info().num_parameters), torch_threads(), static_cast<long long>(batch),
-              static_cast<long long>(kTokens));
-
+// One pair at one batch size: single-model step costs, then base-only, Co-LLM (random rule at 20%)
+// and, with `checks`, every-model-every-step and no-cache decoding, all with the same tokens.
+// Returns false when a scheme's tokens differ from Co-LLM's.
+bool measure(const std::string& pair, Expert& base, Expert& assistant, int64_t batch, int64_t tokens, bool checks,
+             bool profile) {
   std::vector<std::string> prompts;
   for (int64_t i = 0; i < batch; ++i) prompts.push_back("Question " + std::to_string(i) + ": what is 12 + 30? Answer:");
   DecodeOptions o;
-  o.max_tokens = kTokens;
+  o.max_tokens = tokens;
   o.batch_size = batch;
   o.trace_probs = true;
 
@@ -134,24 +134,39 @@ int main(int argc, char** argv) {
     return default_registry().create_policy("rules", ConfigView::from_string(toml, "bench"), pctx);
   };
   auto base_only = rules("rule = \"base_only\"");
-
-  // Warm-up (allocator, first-call costs), then single-model step costs.
-  decode_single(base, prompts, {}, o);
-  decode_single(assistant, prompts, {}, o);
-  const double t_base_alone = seconds([&] { decode_single(base, prompts, {}, o); });
-  const double t_asst_alone = seconds([&] { decode_single(assistant, prompts, {}, o); });
-  const double c_base = t_base_alone / kTokens, c_asst = t_asst_alone / kTokens;
-
   // Deferral at a known rate: the random rule defers 20% of the tokens, decided per (example, position)
   // from the row seeds, so every scheme below makes the same decisions (the measured f is reported).
   // (A confidence threshold is a knife-edge with random-weight models: their P(defer) is ~0.98 everywhere.)
   auto random20 = rules("rule = \"random\"\np = 0.2");
   DecodeOptions co = o;
   co.threshold = 0.5;
+  if (profile) {
+    // `bench_decode profile`: only Co-LLM decoding, repeated (for a profiler).
+    for (int i = 0; i < 5; ++i) collaborative_decode(base, {&assistant}, *random20, prompts, {}, co);
+    return true;
+  }
+
+  // Warm-up (allocator, first-call costs), then single-model step costs at this batch size.
+  decode_single(base, prompts, {}, o);
+  decode_single(assistant, prompts, {}, o);
+  const double c_base = seconds([&] { decode_single(base, prompts, {}, o); }) / double(tokens);
+  const double c_asst = seconds([&] { decode_single(assistant, prompts, {}, o); }) / double(tokens);
 
   std::vector<DecodeResult> r_base, r_co, r_naive;
   const double t_base = seconds([&] { r_base = collaborative_decode(base, {&assistant}, *base_only, prompts, {}, o); });
   const double t_co = seconds([&] { r_co = collaborative_decode(base, {&assistant}, *random20, prompts, {}, co); });
+  int64_t deferred = 0, total = 0;
+  for (const auto& r : r_co) deferred += r.n_deferred, total += static_cast<int64_t>(r.ids.size());
+  const double f = static_cast<double>(deferred) / static_cast<double>(total);
+  const double target = 1 + f * c_asst / c_base + 0.10;
+  std::printf("[bench] %s, batch %lld: step cost base %.3f ms, assistant %.3f ms (ratio %.2f); defers f = %.3f; "
+              "base-only %.3f s, co-llm %.3f s\n", pair.c_str(), static_cast<long long>(batch), 1e3 * c_base,
+              1e3 * c_asst, c_asst / c_base, f, t_base, t_co);
+  std::printf("(a) %s batch %lld: co-llm / base-only = %.3f   (target <= 1 + f*c_a/c_b + 10%% = %.3f: %s)\n",
+              pair.c_str(), static_cast<long long>(batch), t_co / t_base, target,
+              t_co / t_base <= target ? "met" : "NOT met");
+  if (!checks) return true;
+
   EveryModelEveryStep naive(*random20);
   const double t_naive = seconds([&] { r_naive = collaborative_decode(base, {&assistant}, naive, prompts, {}, co); });
   std::vector<std::vector<int64_t>> ids_nocache;
@@ -159,27 +174,52 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < prompts.size(); ++i)
       ids_nocache.push_back(decode_without_cache(base, assistant, *random20, prompts[i], uint64_t(i), co));
   });
-
-  int64_t deferred = 0, total = 0;
   bool same_naive = true, same_nocache = true;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    deferred += r_co[i].n_deferred;
-    total += static_cast<int64_t>(r_co[i].ids.size());
     same_naive = same_naive && r_naive[i].ids == r_co[i].ids;
     same_nocache = same_nocache && ids_nocache[i] == r_co[i].ids;
   }
-  const double f = static_cast<double>(deferred) / static_cast<double>(total);
-  const double target = 1 + f * c_asst / c_base + 0.10;
+  std::printf("(b) %s batch %lld: co-llm / every-model-every-step = %.3f   (same tokens: %s)\n", pair.c_str(),
+              static_cast<long long>(batch), t_co / t_naive, same_naive ? "yes" : "NO");
+  std::printf("(c) %s batch %lld: co-llm / no-cache recompute     = %.3f   (same tokens: %s)\n", pair.c_str(),
+              static_cast<long long>(batch), t_co / t_nocache, same_nocache ? "yes" : "NO");
+  return same_naive && same_nocache;
+}
 
-  std::printf("[bench] step cost: base %.3f ms, assistant %.3f ms (ratio %.2f); eta %.4f defers f = %.3f\n",
-              1e3 * c_base, 1e3 * c_asst, c_asst / c_base, co.threshold, f);
-  std::printf("[bench] times: base-only %.3f s, co-llm %.3f s, every-model-every-step %.3f s, no-cache %.3f s\n",
-              t_base, t_co, t_naive, t_nocache);
-  std::printf("(a) co-llm / base-only              = %.3f   (target <= 1 + f*c_a/c_b + 10%% = %.3f: %s)\n",
-              t_co / t_base, target, t_co / t_base <= target ? "met" : "NOT met");
-  std::printf("(b) co-llm / every-model-every-step = %.3f   (same tokens: %s)\n", t_co / t_naive,
-              same_naive ? "yes" : "NO");
-  std::printf("(c) co-llm / no-cache recompute     = %.3f   (same tokens: %s)\n", t_co / t_nocache,
-              same_nocache ? "yes" : "NO");
-  return same_naive && same_nocache ? 0 : 1;
+}  // namespace
+
+// usage: bench_decode [small|gpt2|all] [BATCH...] [profile]
+//   small: the small pair (base d=256, 4 layers; assistant d=512, 4 layers), 256 tokens
+//   gpt2:  a GPT-2-small-shaped base (124M) with a GPT-2-medium-shaped assistant (355M), 64 tokens
+//   default: all pairs at batch 1, 4 and 8 (checks (b) and (c) on the small pair at batch 1).
+int main(int argc, char** argv) {
+  init_runtime("warn");
+  std::string which = "all";
+  std::vector<int64_t> batches;
+  bool profile = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "small" || a == "gpt2" || a == "all") which = a;
+    else if (a == "profile") profile = true;
+    else batches.push_back(std::atoll(a.c_str()));
+  }
+  if (batches.empty()) batches = {1, 4, 8};
+  torch::manual_seed(0);
+  std::printf("[bench] Co-LLM vs base-only decoding, random weights, %d torch threads\n", torch_threads());
+  bool ok = true;
+  if (which == "small" || which == "all") {
+    NoEos base(make_expert("base", 256, 4, 4, 1));
+    NoEos assistant(make_expert("assistant", 512, 4, 4, 2));
+    std::printf("[bench] small pair: base %lld params, assistant %lld params, 256 tokens\n",
+                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters));
+    for (int64_t b : batches) ok = measure("small pair", base, assistant, b, 256, b == 1, profile) && ok;
+  }
+  if (which == "gpt2" || which == "all") {
+    NoEos base(make_expert("gpt2-small", 768, 12, 12, 1, 50257));
+    NoEos assistant(make_expert("gpt2-medium", 1024, 24, 16, 2, 50257));
+    std::printf("[bench] gpt2 pair: base %lld params, assistant %lld params, 64 tokens\n",
+                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters));
+    for (int64_t b : batches) ok = measure("gpt2 small+medium", base, assistant, b, 64, false, profile) && ok;
+  }
+  return ok ? 0 : 1;
 }

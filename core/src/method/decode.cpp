@@ -130,9 +130,18 @@ torch::Tensor checked_policy_probs(const torch::Tensor& z, int64_t rows, int64_t
              "[decode] the deferral policy returned probabilities of shape " << z.sizes() << ", expected ["
                                                                               << rows << ", " << models << "]");
   auto p = z.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  COLM_CHECK(torch::isfinite(p).all().item<bool>() && (p >= 0).all().item<bool>(),
-             "[decode] the deferral policy returned negative or non-finite probabilities");
-  const double worst = (p.sum(1) - 1).abs().max().item<double>();
+  // A few numbers per row, checked on the host (a handful of tensor ops would cost more, every step).
+  const float* v = p.data_ptr<float>();
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t j = 0; j < models; ++j) {
+      const float x = v[r * models + j];
+      COLM_CHECK(std::isfinite(x) && x >= 0, "[decode] the deferral policy returned negative or non-finite probabilities");
+      sum += x;
+    }
+    worst = std::max(worst, std::abs(sum - 1));
+  }
   COLM_CHECK(worst < 1e-3, "[decode] the deferral policy's probabilities do not sum to 1 (off by " << worst << ")");
   return p;
 }
@@ -200,8 +209,9 @@ struct Step {
 
 // Fills top1[a][j] from logits [A, V] (or from the rows `pos` of it).
 void note_top1(Step& s, int64_t j, const torch::Tensor& logits, const std::vector<int64_t>& pos) {
-  const auto arg = logits.argmax(1).to(torch::kCPU);
-  for (size_t i = 0; i < pos.size(); ++i) s.top1[pos[i]][j] = arg[static_cast<int64_t>(i)].item<int64_t>();
+  const auto arg = logits.argmax(1).to(torch::kCPU).contiguous();
+  const int64_t* a = arg.data_ptr<int64_t>();
+  for (size_t i = 0; i < pos.size(); ++i) s.top1[pos[i]][j] = a[i];
 }
 
 std::vector<int64_t> iota(int64_t n) {
@@ -235,9 +245,18 @@ void emit_deferred(Step& s, Models& m, Batch& b, std::vector<LazyCache>& caches,
       if (s.source[a] == j) rows.push_back(b.active[a]), pos.push_back(a);
     if (rows.empty()) continue;
     const auto& full = j == 0 ? base_logits : assistant_logits[j - 1];
+    if (!o.sample && full.defined()) {
+      // Greedy from logits already seen this step: the token is that model's argmax, noted as top1.
+      for (int64_t a : pos) s.token[a] = s.top1[a][j];
+      continue;
+    }
     const auto lj = full.defined() ? full.index_select(0, torch::tensor(pos).to(full.device()))
                                    : caches[j - 1].logits(rows, b.context);  // [n_j, V]
     if (!full.defined()) note_top1(s, j, lj, pos);
+    if (!o.sample) {
+      for (int64_t a : pos) s.token[a] = s.top1[a][j];  // note_top1 just took the argmax
+      continue;
+    }
     const auto cpu = lj.to(torch::kCPU);
     for (size_t i = 0; i < pos.size(); ++i)
       s.token[pos[i]] = pick_from_logits(cpu[static_cast<int64_t>(i)], o, uniform01(s.row_seeds[pos[i]] ^ kSamplerStream));
@@ -256,8 +275,9 @@ std::vector<int64_t> record_and_retire(const Models& m, Batch& b, const Step& s,
     tr.text = m.base.tokenizer().decode({s.token[a]});
     tr.source = s.source[a];
     if (o.trace_probs) {
-      const auto zr = s.z[static_cast<int64_t>(a)];
-      for (int64_t j = 0; j < zr.size(0); ++j) tr.probs.push_back(zr[j].item<float>());
+      const int64_t models = s.z.size(1);  // s.z is a contiguous CPU float tensor (checked_policy_probs)
+      const float* zr = s.z.data_ptr<float>() + static_cast<int64_t>(a) * models;
+      tr.probs.assign(zr, zr + models);
     }
     tr.top1 = s.top1[a];
     res.ids.push_back(tr.id);
