@@ -15,12 +15,13 @@
 #include "colm/plugin.hpp"
 #include "colm/runtime.hpp"
 #include "method/decode.hpp"
+#include "no_eos.hpp"
 #include "plugin/registry.hpp"
 
 using namespace colm;
+using colm::bench::NoEos;
 
 namespace {
-
 
 // A random-weight GPT-2-shaped expert (byte tokenizer; vocab_size > 0 pads the output layer to that
 // many rows, like GPT-2's 50257, so the head costs what a real one does).
@@ -35,35 +36,6 @@ std::shared_ptr<Expert> make_expert(const std::string& name, int d_model, int n_
   ctx.instance = name;
   return default_registry().create_expert("transformer", ConfigView::from_string(toml, name), ctx);
 }
-
-// Random weights emit EOS now and then; every scheme must generate the same number of tokens, so EOS is masked.
-class NoEos final : public Expert {
- public:
-  explicit NoEos(std::shared_ptr<Expert> inner) : inner_(std::move(inner)), eos_(*inner_->tokenizer().eos_id()) {}
-  ExpertInfo info() const override { return inner_->info(); }
-  const Tokenizer& tokenizer() const override { return inner_->tokenizer(); }
-  torch::Device device() const override { return inner_->device(); }
-  ExpertOutput forward(const torch::Tensor& ids, const torch::Tensor& mask) override {
-    auto out = inner_->forward(ids, mask);
-    out.logits.select(-1, eos_).fill_(-std::numeric_limits<float>::infinity());
-    return out;
-  }
-  std::unique_ptr<DecodeState> new_state(int64_t rows) const override { return inner_->new_state(rows); }
-  ExpertOutput extend(DecodeState& s, const std::vector<int64_t>& rows,
-                      const std::vector<std::vector<int64_t>>& tokens) override {
-    auto out = inner_->extend(s, rows, tokens);
-    out.logits.select(-1, eos_).fill_(-std::numeric_limits<float>::infinity());
-    return out;
-  }
-  std::vector<torch::Tensor> parameters() override { return inner_->parameters(); }
-  void set_training(bool t) override { inner_->set_training(t); }
-  void save(const std::string& dir) const override { inner_->save(dir); }
-  std::string fingerprint() const override { return inner_->fingerprint(); }
-
- private:
-  std::shared_ptr<Expert> inner_;
-  int64_t eos_;
-};
 
 // The same decisions as `inner`, but the decoder is told to run every assistant at every step:
 // the naive scheme, with identical tokens, so the time difference is the lazy catch-up alone.

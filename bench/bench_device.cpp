@@ -18,40 +18,13 @@
 #include "colm/plugin.hpp"
 #include "colm/runtime.hpp"
 #include "method/decode.hpp"
+#include "no_eos.hpp"
 #include "plugin/registry.hpp"
 
 using namespace colm;
+using colm::bench::NoEos;
 
 namespace {
-
-// Random weights emit EOS now and then; every run must generate exactly the asked tokens.
-class NoEos final : public Expert {
- public:
-  explicit NoEos(std::shared_ptr<Expert> inner) : inner_(std::move(inner)), eos_(*inner_->tokenizer().eos_id()) {}
-  ExpertInfo info() const override { return inner_->info(); }
-  const Tokenizer& tokenizer() const override { return inner_->tokenizer(); }
-  torch::Device device() const override { return inner_->device(); }
-  ExpertOutput forward(const torch::Tensor& ids, const torch::Tensor& mask) override {
-    return mask_eos(inner_->forward(ids, mask));
-  }
-  std::unique_ptr<DecodeState> new_state(int64_t rows) const override { return inner_->new_state(rows); }
-  ExpertOutput extend(DecodeState& s, const std::vector<int64_t>& rows,
-                      const std::vector<std::vector<int64_t>>& tokens) override {
-    return mask_eos(inner_->extend(s, rows, tokens));
-  }
-  std::vector<torch::Tensor> parameters() override { return inner_->parameters(); }
-  void set_training(bool t) override { inner_->set_training(t); }
-  void save(const std::string& dir) const override { inner_->save(dir); }
-  std::string fingerprint() const override { return inner_->fingerprint(); }
-
- private:
-  ExpertOutput mask_eos(ExpertOutput out) const {
-    out.logits.select(-1, eos_).fill_(-std::numeric_limits<float>::infinity());
-    return out;
-  }
-  std::shared_ptr<Expert> inner_;
-  int64_t eos_;
-};
 
 // Peak bytes the caching allocator handed out / reserved on the device since the last reset.
 struct DeviceMemory {

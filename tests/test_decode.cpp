@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "colm/config.hpp"
+#include "colm/forwarding_expert.hpp"
 #include "colm/plugin.hpp"
 #include "method/decode.hpp"
 #include "plugin/registry.hpp"
@@ -533,29 +534,19 @@ namespace {
 // A wrapper that ends some sequences early: EOS gets the highest logit whenever a row's length
 // (prompt + generated) is a multiple of `every`. A function of the row's own tokens only, so a row
 // ends at the same place whatever shares its batch: EOS lands in the middle of batches.
-class EarlyEos final : public Expert {
+class EarlyEos final : public ForwardingExpert {
  public:
   EarlyEos(std::shared_ptr<Expert> inner, int64_t every)
-      : inner_(std::move(inner)), every_(every), eos_(*inner_->tokenizer().eos_id()) {}
-  ExpertInfo info() const override { return inner_->info(); }
-  const Tokenizer& tokenizer() const override { return inner_->tokenizer(); }
-  torch::Device device() const override { return inner_->device(); }
-  ExpertOutput forward(const torch::Tensor& ids, const torch::Tensor& mask) override { return inner_->forward(ids, mask); }
-  std::unique_ptr<DecodeState> new_state(int64_t rows) const override { return inner_->new_state(rows); }
+      : ForwardingExpert(inner), every_(every), eos_(*inner->tokenizer().eos_id()) {}
   ExpertOutput extend(DecodeState& s, const std::vector<int64_t>& rows,
                       const std::vector<std::vector<int64_t>>& tokens) override {
-    auto out = inner_->extend(s, rows, tokens);
+    auto out = ForwardingExpert::extend(s, rows, tokens);
     for (size_t i = 0; i < rows.size(); ++i)
       if (s.length(rows[i]) % every_ == 0) out.logits[static_cast<int64_t>(i)][eos_] = 1e4f;
     return out;
   }
-  std::vector<torch::Tensor> parameters() override { return inner_->parameters(); }
-  void set_training(bool t) override { inner_->set_training(t); }
-  void save(const std::string& dir) const override { inner_->save(dir); }
-  std::string fingerprint() const override { return inner_->fingerprint(); }
 
  private:
-  std::shared_ptr<Expert> inner_;
   int64_t every_, eos_;
 };
 
