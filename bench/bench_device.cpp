@@ -32,12 +32,16 @@ struct DeviceMemory {
   double allocated_gib = 0, reserved_gib = 0;
 };
 
+#if defined(COLM_WITH_CUDA)
+int device_index(const torch::Device& d) { return d.has_index() ? d.index() : 0; }  // "cuda" is cuda:0
+#endif
+
 void reset_peak(const torch::Device& d) {
 #if defined(COLM_WITH_CUDA)
   if (d.is_cuda()) {
-    torch::cuda::synchronize(d.index());
+    torch::cuda::synchronize(device_index(d));
     c10::cuda::CUDACachingAllocator::emptyCache();
-    c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device_index(d));
   }
 #else
   (void)d;
@@ -48,8 +52,8 @@ DeviceMemory peak(const torch::Device& d) {
   DeviceMemory m;
 #if defined(COLM_WITH_CUDA)
   if (d.is_cuda()) {
-    torch::cuda::synchronize(d.index());
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    torch::cuda::synchronize(device_index(d));
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index(d));
     m.known = true;
     m.allocated_gib = double(stats.allocated_bytes[0].peak) / double(1 << 30);  // [0]: aggregate over pools
     m.reserved_gib = double(stats.reserved_bytes[0].peak) / double(1 << 30);
