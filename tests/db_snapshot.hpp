@@ -71,4 +71,16 @@ inline double max_probability_difference(const std::string& db_a, const std::str
   return worst;
 }
 
+// The first line where two snapshots differ, both versions, for a failure message ("" when equal).
+inline std::string first_difference(const std::string& a, const std::string& b) {
+  std::istringstream ia(a), ib(b);
+  std::string la, lb;
+  for (int line = 1;; ++line) {
+    const bool ga = bool(std::getline(ia, la)), gb = bool(std::getline(ib, lb));
+    if (!ga && !gb) return "";
+    if (!ga || !gb || la != lb)
+      return "line " + std::to_string(line) + ":\n  " + (ga ? la : "<end>") + "\n  " + (gb ? lb : "<end>");
+  }
+}
+
 }  // namespace colm::test

@@ -222,6 +222,7 @@ TEST_CASE("stages alone, shards by examples, one database each: merged and finis
   REQUIRE(test::run_command(colm_cmd() + " merge " + merged + " " + dir + "/s2.db", &out) == 0);
   REQUIRE(run(merged, "--stage finish") == 0);
   CHECK_THAT(out, Catch::Contains("6 runs done"));
+  INFO("first difference (merged, then single process): " << test::first_difference(snapshot(merged), expected));
   CHECK(snapshot(merged) == expected);
   const double diff = max_probability_difference(merged, ref_db);
   INFO("largest difference of a deferral probability: " << diff);

@@ -91,7 +91,9 @@ TEST_CASE("an experiment submitted to a local Slurm cluster merges into one proc
   REQUIRE(ref.runs().size() == 6);
   REQUIRE(merged.runs().size() == ref.runs().size());
   for (const auto& r : merged.runs()) CHECK(r.status == "done");
-  CHECK(test::snapshot(merged_db) == test::snapshot(ref_db));
+  const auto merged_snapshot = test::snapshot(merged_db), ref_snapshot = test::snapshot(ref_db);
+  INFO("first difference (merged, then single process): " << test::first_difference(merged_snapshot, ref_snapshot));
+  CHECK(merged_snapshot == ref_snapshot);
   const double diff = test::max_probability_difference(merged_db, ref_db);
   INFO("largest difference of a deferral probability: " << diff);
   CHECK(diff < 1e-6);

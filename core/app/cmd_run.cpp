@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include <boost/program_options.hpp>
@@ -16,6 +17,7 @@
 #include "harness/experiment.hpp"
 #include "plugin/registry.hpp"
 #include "harness/runner.hpp"
+#include "method/distributed.hpp"
 #include "colm/runtime.hpp"
 
 extern char** environ;
@@ -24,13 +26,22 @@ namespace colm::cli {
 namespace {
 
 namespace po = boost::program_options;
+namespace fs = std::filesystem;
 
-// Runs `args` (argv[0] included) with COLM_THREADS=threads added to the environment; returns the pid.
-pid_t spawn_worker(const std::vector<std::string>& args, int threads) {
+// Runs `args` (argv[0] included) with COLM_THREADS=threads and `extra` ("NAME=value") added to the
+// environment (replacing those names); returns the pid.
+pid_t spawn_worker(const std::vector<std::string>& args, int threads, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> env_text;
+  auto replaced = [&](const std::string& e) {
+    if (e.rfind("COLM_THREADS=", 0) == 0) return true;
+    for (const auto& x : extra)
+      if (e.rfind(x.substr(0, x.find('=') + 1), 0) == 0) return true;
+    return false;
+  };
   for (char** e = environ; *e; ++e)
-    if (std::string(*e).rfind("COLM_THREADS=", 0) != 0) env_text.emplace_back(*e);
+    if (!replaced(*e)) env_text.emplace_back(*e);
   env_text.push_back("COLM_THREADS=" + std::to_string(threads));
+  env_text.insert(env_text.end(), extra.begin(), extra.end());
   std::vector<char*> argv, envp;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -40,6 +51,18 @@ pid_t spawn_worker(const std::vector<std::string>& args, int threads) {
   const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
   if (rc != 0) throw Error(std::string("colm run --jobs: cannot start a worker: ") + std::strerror(rc));
   return pid;
+}
+
+// Waits for a worker; false (logged) when it failed.
+bool wait_worker(pid_t pid, const std::string& what) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  spdlog::error("[run] worker {} ({}) {}", pid, what,
+                WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                  : "was killed by signal " + std::to_string(WTERMSIG(status)));
+  return false;
 }
 
 // `--jobs auto`: one worker per usable core while every expert is small enough that intra-op threads
@@ -95,6 +118,7 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   std::vector<std::string> overrides;
   std::string shard = "0/1", stage = "all", jobs_text = "1", shard_by = "runs";
   double wait_s = 3600;
+  int nproc = 1;
   desc.add_options()("help,h", "this help")(
       "dry-run", "validate and print the expanded runs without executing anything")(
       "set", po::value<std::vector<std::string>>(&overrides)->composing(),
@@ -109,6 +133,9 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
       "(the shard's share of the calibrations), sweep (the shard's runs, with calibrations read from their "
       "artifacts), finish (metrics of runs whose examples are all stored, e.g. after colm merge); a stage "
       "alone waits for the artifacts of the earlier ones and never builds them")(
+      "nproc", po::value<int>(&nproc)->default_value(1),
+      "train (stages prepare and train) in N data-parallel processes (c10d, Gloo) that build each artifact "
+      "together, then run the other stages here; under srun -n N with --stage train the tasks form the group")(
       "wait", po::value<double>(&wait_s)->default_value(3600),
       "seconds to wait for an artifact another process is building or an earlier stage must build, before "
       "failing (COLM_ARTIFACT_WAIT overrides it)")(
@@ -131,6 +158,7 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
     parse_stage(stage);
     parse_shard_by(shard_by);
     if (!(wait_s >= 0)) throw Error("--wait: expected seconds >= 0");
+    if (nproc < 1) throw Error("--nproc: expected a number >= 1");
     if (jobs_text != "auto") {
       size_t used = 0;
       jobs = std::stoi(jobs_text, &used);
@@ -175,6 +203,34 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   ro.shard_by = shard_by;
   ro.wait_s = wait_s;
   const int threads = torch_threads();
+  const bool training_stage = stage == "prepare" || stage == "train";
+  if (training_stage) ro.parallel = DataParallel::from_environment();  // a rank of --nproc, or of srun -n N
+  if (nproc > 1 && !ro.parallel && stage != "finish") {
+    // Data-parallel training: N ranks of this command run the training stages together; the other
+    // stages then run here (or in --jobs workers), reusing what they built.
+    std::vector<std::string> args = {global.argv0, "--log-level", global.log_level};
+    for (const auto& d : global.plugin_dirs) args.insert(args.end(), {"--plugin-dir", d});
+    args.insert(args.end(), {"run", path, "--stage", stage == "prepare" ? "prepare" : "train", "--shard", shard,
+                             "--wait", std::to_string(wait_s)});
+    for (const auto& o : overrides) args.insert(args.end(), {"--set", o});
+    const auto store_file = (fs::absolute(spec.artifacts_dir) / (".dist-store-" + std::to_string(::getpid()))).string();
+    fs::create_directories(spec.artifacts_dir);
+    std::error_code ec;
+    fs::remove(store_file, ec);
+    const int per_rank = std::max(1, threads / nproc);
+    spdlog::info("[run] training in {} data-parallel processes (c10d, gloo), {} torch thread{} each", nproc, per_rank,
+                 per_rank == 1 ? "" : "s");
+    std::vector<pid_t> pids;
+    for (int rank = 0; rank < nproc; ++rank)
+      pids.push_back(spawn_worker(args, per_rank,
+                                  {"COLM_RANK=" + std::to_string(rank), "COLM_WORLD_SIZE=" + std::to_string(nproc),
+                                   "COLM_DIST_INIT=file://" + store_file}));
+    bool ok = true;
+    for (pid_t pid : pids) ok = wait_worker(pid, "train") && ok;
+    fs::remove(store_file, ec);
+    if (!ok) return 1;
+    if (training_stage) return 0;
+  }
   if (jobs == 0) jobs = auto_jobs(loaded, threads, runs.size());
   if (jobs > 1 && (stage == "all" || stage == "sweep")) {
     // Workers train (each its share of the experts and policies), then calibrate, then sweep; they

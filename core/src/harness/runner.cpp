@@ -27,6 +27,7 @@
 #include "harness/reloadable_expert.hpp"
 #include "harness/stats.hpp"
 #include "method/decode.hpp"
+#include "method/distributed.hpp"
 #include "plugin/registry.hpp"
 #include "method/train.hpp"
 
@@ -137,6 +138,22 @@ std::vector<std::pair<std::string, std::string>> task_pairs(Task& task, const st
 
 }  // namespace
 
+namespace {
+
+// Whether this process builds the artifact at `dir` (holding `claim` when it is the builder). In a
+// data-parallel group rank 0 claims it, or waits until it is done, and every rank follows its answer.
+bool decide_build(const fs::path& dir, const std::string& what, const ArtifactAccess& access,
+                  std::optional<ArtifactClaim>& claim) {
+  if (!access.parallel || access.parallel->rank() == 0) {
+    if (access.build) claim = claim_or_wait(dir, what, access.wait_s);
+    else wait_for_artifact(dir, what, access.wait_s, "Run `colm run EXPERIMENT.toml --stage train` first.");
+  }
+  if (!access.parallel) return claim.has_value();
+  return access.parallel->all_reduce_sum(claim ? 1.0 : 0.0) > 0.5;
+}
+
+}  // namespace
+
 void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const Registry& registry,
                      const ShardSpec& only, const ArtifactAccess& access) {
   size_t n_trained = 0;
@@ -148,10 +165,9 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
     const auto dir = fs::path(spec.artifacts_dir) / "experts" / key;
     const auto what = "lm-trained expert '" + e.name + "'";
     std::optional<ArtifactClaim> claim;
-    if (access.build) claim = claim_or_wait(dir, what, access.wait_s);
-    else wait_for_artifact(dir, what, access.wait_s, "Run `colm run EXPERIMENT.toml --stage train` first.");
-    const bool built = claim.has_value();
-    if (claim) {
+    const bool built = decide_build(dir, what, access, claim);
+    const bool leader = !access.parallel || access.parallel->rank() == 0;
+    if (built) {
       COLM_CHECK(loaded.experts.count(e.name), "[runner] expert '" << e.name << "' was not instantiated");
       auto& expert = *loaded.experts.at(e.name);
       const auto& t = *e.train;
@@ -171,15 +187,19 @@ void prepare_experts(const ExperimentSpec& spec, LoadedExperiment& loaded, const
       fs::create_directories(dir);
       spdlog::info("[runner] prepare: training expert '{}' with lm for {} steps on {} sequences ({})", e.name,
                    t.steps, data.size(), dir.string());
+      c.parallel = access.parallel;
       LmObjective objective(expert);
       const auto r = train(objective, data, nullptr, c);
-      copy_dir_atomic(fs::path(r.checkpoint) / "artifacts" / "model", dir / "model");
-      mark_artifact_done(dir);
+      if (leader) {
+        copy_dir_atomic(fs::path(r.checkpoint) / "artifacts" / "model", dir / "model");
+        mark_artifact_done(dir);
+      }
     } else {
       spdlog::info("[runner] prepare: expert '{}' reused from {}", e.name, dir.string());
     }
+    if (access.parallel) access.parallel->barrier();  // every rank reloads what rank 0 wrote
     // Exported by the process that built it (or when the export is missing).
-    if (!e.train->export_dir.empty() && (built || !fs::exists(e.train->export_dir))) {
+    if (leader && !e.train->export_dir.empty() && (built || !fs::exists(e.train->export_dir))) {
       copy_dir_atomic(dir / "model", e.train->export_dir);
       spdlog::info("[runner] prepare: expert '{}' exported to {}", e.name, e.train->export_dir);
     }
@@ -227,9 +247,8 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
     auto& policy = *loaded.policies.at(p.name);
     const auto what = "trained policy '" + p.name + "'";
     std::optional<ArtifactClaim> claim;
-    if (access.build) claim = claim_or_wait(dir, what, access.wait_s);
-    else wait_for_artifact(dir, what, access.wait_s, "Run `colm run EXPERIMENT.toml --stage train` first.");
-    if (claim) {
+    const bool leader = !access.parallel || access.parallel->rank() == 0;
+    if (decide_build(dir, what, access, claim)) {
       // A jointly fine-tuned base is trained on its own copy: the shared base stays as prepared.
       auto own_base = p.finetune_base ? fresh_expert(spec, loaded, registry, spec.base().name) : nullptr;
       auto& base = own_base ? *own_base : *loaded.experts.at(spec.base().name);
@@ -245,6 +264,7 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       c.max_len = max_len;
       c.checkpoint_every = std::max<int64_t>(1, p.steps / 10);
       c.label = "train:" + p.name;
+      c.parallel = access.parallel;
       DeferralSpec ds;
       ds.objective = p.objective;
       ds.finetune_base = p.finetune_base ? "full" : "none";
@@ -272,7 +292,8 @@ std::map<std::string, std::string> train_policies(const ExperimentSpec& spec, Lo
       };
       train_deferral(base, assistants, policy, data, nullptr, c, ds, dir.string(),
                      (fs::path(spec.artifacts_dir) / "scores").string(), saved_base_fingerprint, release_assistants);
-      mark_artifact_done(dir);
+      if (leader) mark_artifact_done(dir);
+      if (access.parallel) access.parallel->barrier();
     } else {
       spdlog::info("[runner] train: policy '{}' reused from {}", p.name, dir.string());
       const auto head = (dir / "head.safetensors").string();
@@ -1153,7 +1174,8 @@ RunSummary run_experiment(const ExperimentSpec& spec, LoadedExperiment& loaded, 
   const double wait_s = artifact_wait_seconds(options.wait_s);
   // A stage alone after "train" uses the trained artifacts and never builds them: it waits for them.
   const bool alone = options.stage == "calibrate" || options.stage == "sweep" || options.stage == "finish";
-  const ArtifactAccess access{!alone, wait_s};
+  ArtifactAccess access{!alone, wait_s, nullptr};
+  if (options.stage == "prepare" || options.stage == "train") access.parallel = options.parallel;
   if (options.stage != "finish") {
     // A "prepare" or "train" stage alone splits the experts and policies to train across the shards.
     const bool split_training = options.stage == "prepare" || options.stage == "train";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -16,6 +17,7 @@
 
 namespace colm {
 
+class DataParallel;
 class Progress;
 class Registry;
 
@@ -51,15 +53,21 @@ struct RunnerOptions {
   // Seconds a process waits for an artifact another process builds (or, in a stage alone, for an
   // artifact an earlier stage builds) before failing; COLM_ARTIFACT_WAIT overrides it.
   double wait_s = 3600;
+  // Stages "prepare" and "train": the data-parallel group this process trains in (colm run --nproc,
+  // srun), or null.
+  std::shared_ptr<DataParallel> parallel;
 };
 // "all", "prepare", "train", "calibrate", "sweep" or "finish"; anything else is a colm::Error listing them.
 std::string parse_stage(const std::string& text);
 
 // What a process does with a missing artifact: build it (claiming it first; waiting when another
 // process holds the claim) or only wait for it (a stage run alone), up to wait_s seconds.
+// parallel: a data-parallel group (distributed.hpp) whose processes build each artifact together:
+// rank 0 claims it (or finds it done) and every rank follows; rank 0 alone writes it.
 struct ArtifactAccess {
   bool build = true;
   double wait_s = 3600;
+  std::shared_ptr<DataParallel> parallel;
 };
 
 struct RunSummary {

@@ -767,6 +767,8 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
   };
 
   const bool weak_init = spec.objective == "marginal_likelihood" && spec.init != "none";
+  // Data parallel: every rank trains; rank 0 alone writes the products (it alone has checkpoints).
+  const bool writer = !config.parallel || config.parallel->rank() == 0;
   if (spec.objective == "weak_supervision" || weak_init) {
     const double pw = resolve_pos_weight();
     // The initialisation fits the head alone; the baseline fine-tunes the base too when asked (the paper).
@@ -779,7 +781,7 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     c.checkpoint_dir = (fs::path(out_dir) / (weak_init ? "checkpoints-init" : "checkpoints")).string();
     auto r = train(weak, train_data, valid_data, c);
     if (weak_init) res.init = r; else res.main = r;
-    if (!weak_init) publish(r.checkpoint, out_dir);
+    if (!weak_init && writer) publish(r.checkpoint, out_dir);
   }
   if (spec.objective == "marginal_likelihood") {
     DeferralObjective ml(base, policy, train_ptrs, valid_ptrs, "marginal_likelihood", spec.finetune_base == "full",
@@ -787,7 +789,7 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     TrainConfig c = config;
     c.checkpoint_dir = (fs::path(out_dir) / "checkpoints").string();
     res.main = train(ml, train_data, valid_data, c);
-    publish(res.main.checkpoint, out_dir);
+    if (writer) publish(res.main.checkpoint, out_dir);
   }
   res.head_path = (fs::path(out_dir) / "head.safetensors").string();
   if (spec.finetune_base == "full") {
@@ -795,11 +797,11 @@ DeferralTrainResult train_deferral(Expert& base, const std::vector<Expert*>& ass
     meta[kHeadObjectiveKey] = spec.objective;
     meta["base_finetuned"] = "full";
     meta["base_initial_fingerprint"] = meta[kHeadBaseKey];
-    if (fingerprint_of_saved_base) {
+    if (fingerprint_of_saved_base && writer) {
       // The policy holds the final weights (trained or restored from the last checkpoint).
       meta[kHeadBaseKey] = fingerprint_of_saved_base(res.base_dir);
     }
-    policy.save(res.head_path, meta);
+    if (writer) policy.save(res.head_path, meta);
   }
   return res;
 }
