@@ -234,7 +234,7 @@ int run_command(const std::vector<std::string>& args, const GlobalOptions& globa
   if (jobs == 0) jobs = auto_jobs(loaded, threads, runs.size());
   if (jobs > 1 && (stage == "all" || stage == "sweep")) {
     // Workers train (each its share of the experts and policies), then calibrate, then sweep; they
-    // share the artifacts (built once, under a lock) and the store.
+    // share the artifacts (each built once: its builder claims it, the others wait for DONE) and the store.
     std::vector<std::string> args = {global.argv0, "--log-level", global.log_level};
     for (const auto& d : global.plugin_dirs) args.insert(args.end(), {"--plugin-dir", d});
     args.insert(args.end(), {"run", path, "--jobs", "1", "--wait", std::to_string(wait_s)});
