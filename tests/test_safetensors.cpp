@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -276,6 +277,104 @@ TEST_CASE("a zero-element tensor and gaps between tensors are accepted", "[core]
   auto file = colm::SafetensorsFile::open(p);
   CHECK(file->load("e").sizes().vec() == std::vector<int64_t>{0, 3});
   CHECK(file->load("b", torch::kUInt8).sizes().vec() == std::vector<int64_t>{2});
+}
+
+TEST_CASE("map() aliases the file where the dtype matches and converts otherwise", "[core][safetensors]") {
+  const std::string dir = colm::test::temp_dir("st-map");
+  const std::string path = dir + "/m.safetensors";
+  torch::manual_seed(3);
+  // Large enough to span many pages and several conversion pieces (8 MB each).
+  const auto big = torch::randn({1536, 2048});
+  const auto small = torch::randn({3, 5}).to(torch::kBFloat16);
+  colm::save_safetensors(path, {{"big", big}, {"small", small}});
+  const std::string before = read_bytes(path);
+  auto file = colm::SafetensorsFile::open(path);
+
+  SECTION("aliasing, copy-on-write") {
+    CHECK_FALSE(file->aliased("big"));
+    {
+      auto t = file->map("big", torch::kFloat32);
+      CHECK(file->aliased("big"));
+      CHECK(t.is_contiguous());
+      CHECK(torch::equal(t, big));
+      // Writes stay in this process (private mapping): the file keeps its bytes.
+      t.mul_(2).add_(1);
+      CHECK(torch::equal(t, big * 2 + 1));
+      auto again = colm::SafetensorsFile::open(path);
+      CHECK(torch::equal(again->load("big"), big));
+      file->release("big");  // refused while aliased: the written pages must survive
+      CHECK(torch::equal(t, big * 2 + 1));
+    }
+    CHECK_FALSE(file->aliased("big"));  // the last view is gone
+    CHECK(read_bytes(path) == before);
+  }
+  SECTION("the mapping outlives the file object and the file's name") {
+    auto t = file->map("small", torch::kBFloat16);
+    file.reset();
+    fs::remove(path);
+    CHECK(torch::equal(t, small));
+  }
+  SECTION("conversion copies, piece by piece, and does not alias") {
+    auto half = file->map("big", torch::kBFloat16);
+    CHECK_FALSE(file->aliased("big"));
+    CHECK(half.scalar_type() == torch::kBFloat16);
+    CHECK(torch::equal(half, big.to(torch::kBFloat16)));
+    CHECK(torch::equal(file->map("small", torch::kFloat32), small.to(torch::kFloat32)));
+    CHECK(torch::equal(file->load("big"), big));  // load() is always a copy
+    CHECK_FALSE(file->aliased("big"));
+  }
+  SECTION("load_transposed() converts and transposes, whole rows per piece") {
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      INFO(dtype);
+      const auto t = file->load_transposed("big", dtype);
+      CHECK(t.is_contiguous());
+      CHECK(t.sizes().vec() == std::vector<int64_t>{2048, 1536});
+      CHECK(torch::equal(t, big.t().to(dtype)));
+    }
+    CHECK_FALSE(file->aliased("big"));
+    CHECK(torch::equal(file->load_transposed("small", torch::kBFloat16), small.t()));
+  }
+  SECTION("stream() gives the values at the dtype asked for, in pieces") {
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat64}) {
+      INFO(dtype);
+      std::string bytes;
+      size_t calls = 0;
+      file->stream("big", dtype, [&](const void* p, size_t n) {
+        bytes.append(static_cast<const char*>(p), n);
+        ++calls;
+      });
+      const auto expected = big.to(dtype).contiguous();
+      REQUIRE(bytes.size() == static_cast<size_t>(expected.numel() * expected.element_size()));
+      CHECK(std::memcmp(bytes.data(), expected.data_ptr(), bytes.size()) == 0);
+      CHECK(calls >= 2);
+    }
+  }
+  SECTION("errors name the tensor") {
+    CHECK_THROWS_WITH(file->map("nope", torch::kFloat32), Contains("no tensor \"nope\""));
+    CHECK_THROWS_WITH(file->stream("nope", torch::kFloat32, [](const void*, size_t) {}), Contains("no tensor \"nope\""));
+  }
+}
+
+TEST_CASE("map() of an unaligned tensor converts instead of aliasing", "[core][safetensors]") {
+  const std::string dir = colm::test::temp_dir("st-map-unaligned");
+  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[2,10]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const float values[2] = {1.5f, -3.25f};
+  std::string data(2, '\0');
+  data.append(reinterpret_cast<const char*>(values), sizeof(values));
+  const std::string path = dir + "/u.safetensors";
+  write_bytes(path, le64(header.size()) + header + data);
+  auto file = colm::SafetensorsFile::open(path);
+  const auto t = file->map("x", torch::kFloat32);
+  CHECK_FALSE(file->aliased("x"));
+  CHECK(torch::equal(t, torch::tensor({1.5f, -3.25f})));
+  std::vector<float> streamed;
+  file->stream("x", torch::kFloat32, [&](const void* p, size_t n) {
+    std::vector<float> piece(n / sizeof(float));
+    std::memcpy(piece.data(), p, n);
+    streamed.insert(streamed.end(), piece.begin(), piece.end());
+  });
+  CHECK(streamed == std::vector<float>{1.5f, -3.25f});
 }
 
 TEST_CASE("the bf16 sharded fixture equals llama-tiny-gqa rounded to bf16", "[core][safetensors][fixtures]") {

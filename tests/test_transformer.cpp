@@ -2,6 +2,8 @@
 // against the full forward, save/load round trips, bad checkpoints and deterministic fresh init.
 #include <catch2/catch.hpp>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -14,6 +16,7 @@
 
 #include "colm/config.hpp"
 #include "colm/expert.hpp"
+#include "colm/hash.hpp"
 #include "colm/plugin.hpp"
 #include "colm/safetensors.hpp"
 #include "plugin/registry.hpp"
@@ -201,6 +204,93 @@ TEST_CASE("save then load reproduces identical logits and fingerprint", "[expert
   const auto cfg = read_json(dir + "/config.json");
   CHECK(cfg["torch_dtype"] == "float32");
   CHECK(cfg.contains("architectures"));
+}
+
+TEST_CASE("a loaded model's fingerprint, streamed from its files, equals the one from its parameters", "[expert][transformer]") {
+  const std::string which = GENERATE(as<std::string>{}, "gpt2-tiny", "llama-tiny-gqa-bf16-sharded");
+  const std::string dtype = GENERATE(as<std::string>{}, "float32", "bfloat16");
+  INFO(which << " as " << dtype);
+  const auto dir = colm::test::fixture("models/" + which);
+  auto from_file = load_dir(dir, "dtype = '" + dtype + "'");
+  auto from_params = load_dir(dir, "dtype = '" + dtype + "'");
+  from_params->parameters();  // handed out: the fingerprint no longer trusts the file
+  CHECK(from_file->fingerprint() == from_params->fingerprint());
+  // The dtype is part of the identity: the same file loaded at the other dtype is another model.
+  const std::string other = dtype == "float32" ? "bfloat16" : "float32";
+  CHECK(load_dir(dir, "dtype = '" + other + "'")->fingerprint() != from_file->fingerprint());
+}
+
+TEST_CASE("a loaded model aliases its file: in-place writes stay in the process", "[expert][transformer]") {
+  const auto dir = colm::test::temp_dir("colm-transformer-alias") + "/model";
+  fs::copy(colm::test::fixture("models/gpt2-tiny"), dir, fs::copy_options::recursive);
+  const auto file_hash = colm::sha1_file(dir + "/model.safetensors");
+  std::vector<int64_t> ids = {1, 2, 3, 40, 50, 6, 7, 100, 9};
+  auto a = load_dir(dir);
+  const auto fingerprint = a->fingerprint();
+  const auto logits = a->forward(ids_tensor(ids), torch::Tensor()).logits;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : a->parameters()) p.mul_(0.5);  // what an optimiser step does: copy-on-write pages
+  }
+  CHECK_FALSE(torch::equal(a->forward(ids_tensor(ids), torch::Tensor()).logits, logits));
+  CHECK(colm::sha1_file(dir + "/model.safetensors") == file_hash);
+  auto b = load_dir(dir);
+  CHECK(torch::equal(b->forward(ids_tensor(ids), torch::Tensor()).logits, logits));
+  CHECK(b->fingerprint() == fingerprint);
+  // The changed model's fingerprint comes from its parameters, not from the file it was loaded from.
+  auto c = load_dir(dir);
+  {
+    torch::NoGradGuard no_grad;
+    c->parameters()[0].add_(1.0);
+  }
+  CHECK(c->fingerprint() != fingerprint);
+}
+
+namespace {
+// A field of /proc/self/status ("VmRSS", "VmHWM") in bytes.
+double status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1) * 1024.0;
+  return -1;
+}
+// Resets VmHWM to the current VmRSS (Linux >= 4.0); false where that is not possible. Free heap
+// memory goes back to the system first, so that what a measurement allocates cannot hide in it.
+bool reset_peak_rss() {
+  malloc_trim(0);
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+}  // namespace
+
+TEST_CASE("loading and decoding cost the weights' bytes once, at the dtype asked for", "[expert][transformer]") {
+  if (!reset_peak_rss() || status_bytes("VmHWM") < 0) COLM_SKIP("cannot reset the peak resident set (/proc/self/clear_refs)");
+  // A 55 MB f32 checkpoint: large next to what a forward pass allocates.
+  const auto dir = colm::test::temp_dir("colm-transformer-rss") + "/model";
+  make_expert("family = 'gpt2'\nn_layer = 6\nn_head = 6\nd_model = 384\nd_ff = 1536\nmax_positions = 128\n"
+              "vocab_size = 8192\n", 3)->save(dir);
+  const double file = static_cast<double>(fs::file_size(dir + "/model.safetensors"));
+  REQUIRE(file > 50e6);
+  for (const std::string dtype : {"float32", "bfloat16"}) {
+    const double weights = dtype == "float32" ? file : file / 2;
+    REQUIRE(reset_peak_rss());
+    const double before = status_bytes("VmRSS");
+    {
+      auto e = load_dir(dir, "dtype = '" + dtype + "'");
+      auto state = e->new_state(1);
+      e->extend(*state, {0}, {{1, 2, 3, 4, 5, 6, 7, 8}});
+      for (int64_t t = 0; t < 4; ++t) e->extend(*state, {0}, {{9 + t}});
+      e->fingerprint();
+    }
+    const double peak = status_bytes("VmHWM") - before;
+    std::cout << "[transformer] load + decode + fingerprint as " << dtype << ": peak +" << peak / 1e6 << " MB for "
+              << weights / 1e6 << " MB of weights (" << peak / weights << "x)\n";
+    // 1.15x the weights, plus 16 MB for one conversion piece, the activations and the allocator.
+    CHECK(peak <= 1.15 * weights + 16e6);
+  }
 }
 
 TEST_CASE("a missing or misshaped tensor is an error naming it and both shapes", "[expert][transformer]") {

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -68,16 +70,114 @@ std::string errno_text() { return std::strerror(errno); }
 // ---------------------------------------------------------------------------------------------
 // SafetensorsFile
 
+namespace {
+
+// Conversions and streams go through the file in pieces of this many bytes (about): reading a
+// tensor never needs a second resident copy of it, only of one piece.
+constexpr size_t kPieceBytes = size_t{2} << 20;
+
+}  // namespace
+
 struct SafetensorsFile::Impl {
   std::string path;
   SafetensorsHeader header;
-  const uint8_t* base = nullptr;  // the whole file, mapped read-only (nullptr for an empty file)
+  // The whole file, mapped private and writable: writes through an aliasing tensor copy the page
+  // (copy-on-write) and never reach the file. nullptr for an empty file.
+  uint8_t* base = nullptr;
   size_t mapped = 0;
+  size_t page = 4096;
+
+  mutable std::mutex mutex;
+  mutable std::map<std::string, int64_t> aliases;  // live tensors from map() per tensor name
 
   ~Impl() {
-    if (base != nullptr) munmap(const_cast<uint8_t*>(base), mapped);
+    if (base != nullptr) munmap(base, mapped);
   }
-  const uint8_t* data_section() const { return base + 8 + header.header_size; }
+  uint8_t* data_section() const { return base + 8 + header.header_size; }
+
+  const TensorEntry& entry(const std::string& name) const {
+    auto it = header.tensors.find(name);
+    COLM_CHECK(it != header.tensors.end(), path << ": no tensor \"" << name << "\"");
+    return it->second;
+  }
+
+  bool is_aliased(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = aliases.find(name);
+    return it != aliases.end() && it->second > 0;
+  }
+
+  // Drops the whole pages inside [from, to) from the process's resident memory; the next read
+  // faults them back in from the page cache. Only for bytes that no live tensor aliases: on a
+  // private mapping, a page some tensor has written would lose the writes.
+  void drop_pages(const uint8_t* from, const uint8_t* to) const {
+    const auto lo = (reinterpret_cast<uintptr_t>(from) + page - 1) / page * page;
+    const auto hi = reinterpret_cast<uintptr_t>(to) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  }
+
+  void check_bool(const TensorEntry& e, const uint8_t* src, size_t nbytes) const {
+    if (e.dtype != "BOOL") return;
+    // torch assumes bools are 0 or 1; any other byte would make later arithmetic undefined.
+    for (size_t i = 0; i < nbytes; ++i)
+      COLM_CHECK(src[i] <= 1, path << ": tensor \"" << e.name << "\": BOOL byte " << i << " has value "
+                                   << int(src[i]) << " (must be 0 or 1)");
+  }
+
+  // Visits the tensor's bytes in pieces of whole elements (a multiple of `granule` of them, e.g.
+  // whole rows): visit(src, first element, count). The source pages behind each piece are dropped
+  // afterwards unless `keep` (a live alias holds them).
+  template <class F>
+  void pieces(const TensorEntry& e, bool keep, F&& visit, size_t granule = 1) const {
+    const uint8_t* src = data_section() + e.begin;
+    const size_t nbytes = static_cast<size_t>(e.end - e.begin);
+    const size_t elem = detail::safetensors_dtype_size(e.dtype);
+    const size_t per_piece = std::max<size_t>(1, kPieceBytes / (elem * granule)) * granule;
+    const size_t count = nbytes / elem;
+    for (size_t first = 0; first < count; first += per_piece) {
+      const size_t n = std::min(per_piece, count - first);
+      visit(src + first * elem, first, n);
+      // Pages are dropped up to the end of this piece; a page it shares with the next piece is
+      // dropped with that one (and a page shared with a neighbouring tensor never).
+      if (!keep) drop_pages(src, src + (first + n) * elem);
+    }
+  }
+
+  // A piece of the tensor as a tensor of its stored dtype: a view of the mapping, or a copy in
+  // `bounce` when the offset is not aligned for the element type (safetensors only promises bytes).
+  torch::Tensor source_piece(const TensorEntry& e, const uint8_t* src, size_t n, torch::Tensor& bounce) const {
+    const auto options = torch::TensorOptions().dtype(torch_dtype(e.dtype));
+    const size_t elem = detail::safetensors_dtype_size(e.dtype);
+    const auto len = static_cast<int64_t>(n);
+    if (reinterpret_cast<uintptr_t>(src) % elem == 0) return torch::from_blob(const_cast<uint8_t*>(src), {len}, options);
+    if (!bounce.defined() || bounce.numel() < len) bounce = torch::empty({len}, options);
+    auto piece = bounce.narrow(0, 0, len);
+    std::memcpy(piece.data_ptr(), src, n * elem);
+    return piece;
+  }
+
+  // Converts the tensor (stored dtype -> `out`'s dtype) into `out`, contiguous in the stored shape.
+  void convert_into(const TensorEntry& e, torch::Tensor& out) const {
+    auto flat = out.view({-1});
+    torch::Tensor bounce;
+    pieces(e, is_aliased(e.name), [&](const uint8_t* src, size_t first, size_t n) {
+      flat.narrow(0, static_cast<int64_t>(first), static_cast<int64_t>(n)).copy_(source_piece(e, src, n, bounce));
+    });
+  }
+
+  // The same for a matrix stored [rows, cols] into `out` [cols, rows]: whole rows per piece.
+  void transpose_into(const TensorEntry& e, torch::Tensor& out) const {
+    const int64_t cols = e.shape[1];
+    torch::Tensor bounce;
+    pieces(
+        e, is_aliased(e.name),
+        [&](const uint8_t* src, size_t first, size_t n) {
+          const auto rows = static_cast<int64_t>(n) / cols;
+          auto piece = source_piece(e, src, n, bounce).view({rows, cols});
+          out.narrow(1, static_cast<int64_t>(first) / cols, rows).copy_(piece.t());
+        },
+        static_cast<size_t>(cols));
+  }
 };
 
 SafetensorsFile::SafetensorsFile() : impl_(std::make_unique<Impl>()) {}
@@ -87,6 +187,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   Impl& impl = *file->impl_;
   impl.path = path;
+  const long page = sysconf(_SC_PAGESIZE);
+  if (page > 0) impl.page = static_cast<size_t>(page);
 
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   COLM_CHECK(fd >= 0, path << ": cannot open safetensors file: " << errno_text());
@@ -98,13 +200,15 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   }
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size > 0) {
-    void* p = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    // Private + writable on a read-only descriptor: copy-on-write pages, nothing written back.
+    // MAP_NORESERVE: no swap is reserved for pages that are only ever read.
+    void* p = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED) {
       const std::string why = errno_text();
       ::close(fd);
       throw Error(path + ": cannot memory-map safetensors file: " + why);
     }
-    impl.base = static_cast<const uint8_t*>(p);
+    impl.base = static_cast<uint8_t*>(p);
     impl.mapped = file_size;
   }
   ::close(fd);  // the mapping keeps the file alive
@@ -123,33 +227,80 @@ const std::string& SafetensorsFile::path() const { return impl_->path; }
 bool SafetensorsFile::has(const std::string& name) const { return impl_->header.tensors.count(name) > 0; }
 
 torch::Tensor SafetensorsFile::load(const std::string& name, torch::Dtype dtype) const {
-  auto it = impl_->header.tensors.find(name);
-  COLM_CHECK(it != impl_->header.tensors.end(), impl_->path << ": no tensor \"" << name << "\"");
-  const TensorEntry& e = it->second;
-  const torch::Dtype stored = torch_dtype(e.dtype);
+  const TensorEntry& e = impl_->entry(name);
   const size_t nbytes = static_cast<size_t>(e.end - e.begin);
-  if (nbytes == 0) return torch::empty(e.shape, torch::TensorOptions().dtype(dtype));
-  const uint8_t* src = impl_->data_section() + e.begin;
+  auto out = torch::empty(e.shape, torch::TensorOptions().dtype(dtype));
+  if (nbytes == 0) return out;
+  impl_->check_bool(e, impl_->data_section() + e.begin, nbytes);
+  impl_->convert_into(e, out);
+  return out;
+}
 
-  if (stored == torch::kBool) {
-    // torch assumes bools are 0 or 1; any other byte would make later arithmetic undefined.
-    for (size_t i = 0; i < nbytes; ++i)
-      COLM_CHECK(src[i] <= 1, impl_->path << ": tensor \"" << name << "\": BOOL byte " << i
-                                          << " has value " << int(src[i]) << " (must be 0 or 1)");
-  }
+torch::Tensor SafetensorsFile::load_transposed(const std::string& name, torch::Dtype dtype) const {
+  const TensorEntry& e = impl_->entry(name);
+  COLM_CHECK(e.shape.size() == 2, impl_->path << ": tensor \"" << name << "\" has " << e.shape.size()
+                                             << " dimensions; only a matrix can be loaded transposed");
+  auto out = torch::empty({e.shape[1], e.shape[0]}, torch::TensorOptions().dtype(dtype));
+  if (e.end == e.begin) return out;
+  impl_->check_bool(e, impl_->data_section() + e.begin, static_cast<size_t>(e.end - e.begin));
+  impl_->transpose_into(e, out);
+  return out;
+}
 
-  const auto options = torch::TensorOptions().dtype(stored);
+torch::Tensor SafetensorsFile::map(const std::string& name, torch::Dtype dtype) const {
+  const TensorEntry& e = impl_->entry(name);
+  const size_t nbytes = static_cast<size_t>(e.end - e.begin);
+  uint8_t* src = impl_->data_section() + e.begin;
+  const torch::Dtype stored = torch_dtype(e.dtype);
   const size_t elem = detail::safetensors_dtype_size(e.dtype);
-  // Offsets are only guaranteed to be byte-aligned: read in place when the address suits the
-  // element type, otherwise copy the bytes into an aligned buffer first.
-  if (reinterpret_cast<uintptr_t>(src) % elem == 0) {
-    // from_blob aliases the read-only mapping; copy=true guarantees the result owns its memory.
-    torch::Tensor view = torch::from_blob(const_cast<uint8_t*>(src), e.shape, options);
-    return view.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (nbytes == 0 || stored != dtype || reinterpret_cast<uintptr_t>(src) % elem != 0) return load(name, dtype);
+  impl_->check_bool(e, src, nbytes);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    ++impl_->aliases[name];
   }
-  torch::Tensor aligned = torch::empty(e.shape, options);
-  std::memcpy(aligned.data_ptr(), src, nbytes);
-  return aligned.to(dtype);
+  // The tensor's storage holds the file (and so the mapping) until the last view of it is gone.
+  auto self = shared_from_this();
+  auto unalias = [self, name](void*) {
+    std::lock_guard<std::mutex> lock(self->impl_->mutex);
+    --self->impl_->aliases[name];
+  };
+  return torch::from_blob(src, e.shape, unalias, torch::TensorOptions().dtype(stored));
+}
+
+void SafetensorsFile::stream(const std::string& name, torch::Dtype dtype,
+                             const std::function<void(const void*, size_t)>& sink) const {
+  const TensorEntry& e = impl_->entry(name);
+  const size_t nbytes = static_cast<size_t>(e.end - e.begin);
+  if (nbytes == 0) return;
+  const torch::Dtype stored = torch_dtype(e.dtype);
+  const bool keep = impl_->is_aliased(name);
+  const size_t elem = detail::safetensors_dtype_size(e.dtype);
+  if (stored == dtype) {
+    impl_->pieces(e, keep, [&](const uint8_t* src, size_t, size_t n) { sink(src, n * elem); });
+    return;
+  }
+  impl_->check_bool(e, impl_->data_section() + e.begin, nbytes);
+  torch::Tensor bounce, converted;
+  impl_->pieces(e, keep, [&](const uint8_t* src, size_t, size_t n) {
+    const auto len = static_cast<int64_t>(n);
+    if (!converted.defined() || converted.numel() < len) converted = torch::empty({len}, torch::TensorOptions().dtype(dtype));
+    auto piece = converted.narrow(0, 0, len);
+    piece.copy_(impl_->source_piece(e, src, n, bounce));
+    sink(piece.data_ptr(), n * piece.element_size());
+  });
+}
+
+bool SafetensorsFile::aliased(const std::string& name) const {
+  impl_->entry(name);
+  return impl_->is_aliased(name);
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorEntry& e = impl_->entry(name);
+  if (e.end == e.begin || impl_->is_aliased(name)) return;
+  const uint8_t* src = impl_->data_section() + e.begin;
+  impl_->drop_pages(src, src + (e.end - e.begin));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,17 +461,38 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
+namespace {
+const std::shared_ptr<SafetensorsFile>& file_of(const std::map<std::string, std::shared_ptr<SafetensorsFile>>& where,
+                                                const std::string& dir, const std::string& name) {
+  auto it = where.find(name);
+  COLM_CHECK(it != where.end(), "checkpoint " << dir << ": no tensor \"" << name << "\"");
+  return it->second;
+}
+}  // namespace
+
 const TensorEntry& Checkpoint::entry(const std::string& name) const {
-  auto it = where_.find(name);
-  COLM_CHECK(it != where_.end(), "checkpoint " << dir_ << ": no tensor \"" << name << "\"");
-  return it->second->header().tensors.at(name);
+  return file_of(where_, dir_, name)->header().tensors.at(name);
 }
 
 torch::Tensor Checkpoint::load(const std::string& name, torch::Dtype dtype) const {
-  auto it = where_.find(name);
-  COLM_CHECK(it != where_.end(), "checkpoint " << dir_ << ": no tensor \"" << name << "\"");
-  return it->second->load(name, dtype);
+  return file_of(where_, dir_, name)->load(name, dtype);
 }
+
+torch::Tensor Checkpoint::load_transposed(const std::string& name, torch::Dtype dtype) const {
+  return file_of(where_, dir_, name)->load_transposed(name, dtype);
+}
+
+torch::Tensor Checkpoint::map(const std::string& name, torch::Dtype dtype) const {
+  return file_of(where_, dir_, name)->map(name, dtype);
+}
+
+void Checkpoint::stream(const std::string& name, torch::Dtype dtype,
+                        const std::function<void(const void*, size_t)>& sink) const {
+  file_of(where_, dir_, name)->stream(name, dtype, sink);
+}
+
+bool Checkpoint::aliased(const std::string& name) const { return file_of(where_, dir_, name)->aliased(name); }
+void Checkpoint::release(const std::string& name) const { file_of(where_, dir_, name)->release(name); }
 
 std::string Checkpoint::stored_dtype() const {
   std::string dtype;

@@ -1,8 +1,10 @@
 // The `transformer` expert: options, construction (HF checkpoint or fresh init), teacher-forced
 // forward and KV-cached extend, save and fingerprint. Family details live in gpt2.cpp / llama.cpp.
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -114,6 +116,10 @@ class TransformerExpert : public Expert {
     config_.dropout = dropout;
     config_.validate(source_);
     net_->to(device_);
+    if (checkpoint_ && device_ != torch::kCPU) {
+      // The parameters are copies on the device now: the file's pages they were read from can go.
+      for (const auto& name : sources_) checkpoint_->release(name);
+    }
     net_->eval();
     for (const auto& p : net_->parameters()) num_parameters_ += p.numel();
     spdlog::info("[transformer] {} model from {}: {} parameters, {} layers, d={}, vocab {}, {} on {}",
@@ -268,17 +274,29 @@ class TransformerExpert : public Expert {
     });
   }
 
-  std::vector<torch::Tensor> parameters() override { return net_->parameters(); }
-  void set_training(bool training) override { net_->train(training); }
+  std::vector<torch::Tensor> parameters() override {
+    weights_handed_out_ = true;  // whoever asked may change them: the file no longer describes them
+    return net_->parameters();
+  }
+  void set_training(bool training) override {
+    if (training) weights_handed_out_ = true;
+    net_->train(training);
+  }
 
   void save(const std::string& dir) const override {
     guarded("save", [&] { save_checkpoint(dir, *net_, dtype_, tokenizer_); });
   }
 
   // Computed once: trainers change the weights in place, so they save and reload the expert (a new
-  // object, a new fingerprint) before its fingerprint keys anything.
+  // object, a new fingerprint) before its fingerprint keys anything. A loaded model's weights are
+  // hashed from the checkpoint's bytes, streamed, as long as nothing may have changed them since.
   std::string fingerprint() const override {
-    std::call_once(fingerprint_once_, [&] { fingerprint_ = guarded("fingerprint", [&] { return model_fingerprint(*net_, dtype_, tokenizer_); }); });
+    std::call_once(fingerprint_once_, [&] {
+      fingerprint_ = guarded("fingerprint", [&] {
+        const bool from_file = checkpoint_ && !weights_handed_out_;
+        return model_fingerprint(*net_, dtype_, tokenizer_, from_file ? &*checkpoint_ : nullptr, sources_);
+      });
+    });
     return fingerprint_;
   }
 
@@ -297,13 +315,16 @@ class TransformerExpert : public Expert {
   }
 
   void load_checkpoint(const std::string& dir, const std::string& tokenizer_path) {
-    auto ckpt = Checkpoint::open(dir);
+    // Kept for the model's lifetime: the parameters alias its memory-mapped files where the dtype
+    // matches, and the fingerprint streams its bytes.
+    checkpoint_ = Checkpoint::open(dir);
+    const auto& ckpt = *checkpoint_;
     config_ = config_from_hf(ckpt.config(), dir + "/config.json");
     // Qwen2 has q/k/v biases whether or not its config says so: the tensors decide.
     if (config_.family == Family::llama && ckpt.has("model.layers.0.self_attn.q_proj.bias")) config_.attention_bias = true;
     net_ = make_network(config_);
-    net_->to(dtype_);
-    load_weights(*net_, ckpt);
+    sources_ = load_weights(*net_, ckpt, dtype_);
+    net_->to(dtype_);  // the buffers (RoPE tables); the parameters are at dtype_ already
     source_ = dir;
     std::string tok = tokenizer_path;
     if (tok.empty() && std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) tok = dir + "/tokenizer.json";
@@ -371,6 +392,9 @@ class TransformerExpert : public Expert {
   std::string source_;
   int64_t num_parameters_ = 0;
   std::shared_ptr<LiveStates> live_;
+  std::optional<Checkpoint> checkpoint_;  // the files a loaded model's weights come from
+  std::vector<std::string> sources_;      // checkpoint name of each of net_->weights()
+  std::atomic<bool> weights_handed_out_{false};
   mutable std::once_flag fingerprint_once_;
   mutable std::string fingerprint_;
 };

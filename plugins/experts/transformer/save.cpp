@@ -38,20 +38,38 @@ void save_checkpoint(const std::string& dir, NetworkImpl& net, torch::Dtype dtyp
   spdlog::info("[transformer] saved {} model to {}", to_string(net.config().family), dir);
 }
 
-std::string model_fingerprint(NetworkImpl& net, torch::Dtype dtype, const Tokenizer& tokenizer) {
+std::string model_fingerprint(NetworkImpl& net, torch::Dtype dtype, const Tokenizer& tokenizer,
+                              const Checkpoint* checkpoint, const std::vector<std::string>& sources) {
   Hasher h;
   h.add(std::string("colm.transformer"));
   h.add(config_to_hf(net.config(), dtype).dump());
-  for (const auto& [name, t] : checkpoint_tensors(net)) {
-    // Stream each tensor's bytes through SHA-1 instead of copying them into the Hasher's buffer.
+  const auto specs = net.weights();
+  COLM_CHECK(checkpoint == nullptr || sources.size() == specs.size(),
+             "[transformer] fingerprint: " << sources.size() << " checkpoint names for " << specs.size() << " weights");
+  const std::string dtype_text = c10::toString(dtype);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& spec = specs[i];
+    // Each tensor's bytes go through SHA-1 in pieces; only its digest enters the Hasher.
     boost::uuids::detail::sha1 sha;
-    sha.process_bytes(t.data_ptr(), t.numel() * t.element_size());
+    std::vector<int64_t> shape;
+    if (checkpoint != nullptr) {
+      checkpoint->stream(sources[i], dtype, [&](const void* p, size_t n) { sha.process_bytes(p, n); });
+      shape = checkpoint->entry(sources[i]).shape;
+    } else {
+      auto t = spec.param.detach();
+      if (spec.conv1d) t = t.t();
+      t = t.to(torch::kCPU).contiguous();  // a copy of this one tensor at most (a fresh Conv1D weight, a GPU)
+      COLM_CHECK(t.scalar_type() == dtype, "[transformer] fingerprint: " << spec.name << " is " << t.scalar_type()
+                                                                         << ", not the model's " << dtype_text);
+      sha.process_bytes(t.data_ptr(), t.numel() * t.element_size());
+      shape = t.sizes().vec();
+    }
     boost::uuids::detail::sha1::digest_type d;
     sha.get_digest(d);
     std::string digest;
     for (unsigned word : d) digest += std::to_string(word) + ".";
-    h.add(name).add(std::string(c10::toString(t.scalar_type())));
-    for (auto s : t.sizes()) h.add(static_cast<int64_t>(s));
+    h.add(spec.name).add(dtype_text);
+    for (auto s : shape) h.add(static_cast<int64_t>(s));
     h.add(digest);
   }
   h.add(tokenizer.valid() ? tokenizer.fingerprint() : std::string("no tokenizer"));

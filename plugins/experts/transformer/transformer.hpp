@@ -129,13 +129,17 @@ std::shared_ptr<NetworkImpl> make_gpt2(const ModelConfig& config);
 std::shared_ptr<NetworkImpl> make_llama(const ModelConfig& config);
 std::shared_ptr<NetworkImpl> make_network(const ModelConfig& config);
 
-// Fills the network's parameters from a checkpoint (converted to the parameters' dtype). A missing or
-// misshaped tensor is a colm::Error naming it with the expected and actual shapes.
-void load_weights(NetworkImpl& net, const Checkpoint& checkpoint);
+// Makes the network's parameters the checkpoint's tensors at `dtype` (Checkpoint::map: the file's
+// memory-mapped bytes where it stores them at `dtype`, converted otherwise; GPT-2 Conv1D weights
+// transposed from the stored [in, out] layout into a copy, the file's pages released). The
+// placeholders the network was built with are dropped unwritten, so loading costs the weights'
+// bytes once. A missing or misshaped tensor is a colm::Error naming it with the expected and actual
+// shapes. Returns the checkpoint name each of weights() came from, in that order.
+std::vector<std::string> load_weights(NetworkImpl& net, const Checkpoint& checkpoint, torch::Dtype dtype);
 // GPT-2-style random init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), norms 1,
 // biases 0, drawn on the CPU in weights() order from one generator: deterministic for a seed.
 void init_weights(NetworkImpl& net, uint64_t seed);
-// The tensors in checkpoint layout (CPU, contiguous), for save_safetensors and the fingerprint.
+// The tensors in checkpoint layout (CPU, contiguous), for save_safetensors.
 std::vector<std::pair<std::string, torch::Tensor>> checkpoint_tensors(NetworkImpl& net);
 
 }  // namespace colm::transformer

@@ -29,9 +29,10 @@ std::vector<int64_t> stored_shape(const WeightSpec& spec) {
 
 }  // namespace
 
-void load_weights(NetworkImpl& net, const Checkpoint& checkpoint) {
+std::vector<std::string> load_weights(NetworkImpl& net, const Checkpoint& checkpoint, torch::Dtype dtype) {
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
+  std::vector<std::string> sources;
   for (const auto& spec : net.weights()) {
     std::string found;
     if (checkpoint.has(spec.name)) {
@@ -58,11 +59,15 @@ void load_weights(NetworkImpl& net, const Checkpoint& checkpoint) {
                                                       << shape_str(entry.shape) << ", expected " << shape_str(expected)
                                                       << (spec.conv1d ? " (GPT-2 Conv1D layout [in, out])" : "")
                                                       << " from config.json");
-    auto t = checkpoint.load(found, spec.param.scalar_type());
-    if (spec.conv1d) t = t.t();
-    auto param = spec.param;  // shares storage with the module's parameter
-    param.copy_(t);
+    // The parameter takes the mapped tensor itself (no copy when the file stores it at `dtype`) and
+    // frees the placeholder the module was built with, which was never written. GPT-2's Conv1D
+    // weights are transposed into the nn.Linear layout piece by piece, the file's pages released
+    // behind: a transposed view would cost bf16 gemv about 2x at decode time.
+    auto t = spec.conv1d ? checkpoint.load_transposed(found, dtype) : checkpoint.map(found, dtype);
+    auto param = spec.param;  // the module's parameter itself (same TensorImpl)
+    param.set_data(t);
     used.insert(found);
+    sources.push_back(found);
   }
   std::vector<std::string> extra;
   for (const auto& name : checkpoint.names()) {
@@ -75,6 +80,7 @@ void load_weights(NetworkImpl& net, const Checkpoint& checkpoint) {
     spdlog::warn("[transformer] {}: ignoring {} tensor(s) that are not part of the {} model: {}", checkpoint.dir(),
                  extra.size(), to_string(net.config().family), list);
   }
+  return sources;
 }
 
 void init_weights(NetworkImpl& net, uint64_t seed) {
