@@ -483,3 +483,35 @@ TEST_CASE("a dry run compares checkpoints it does not load by their tokenizer.js
                     Contains("assistant 'helper' cannot share token ids") && Contains("\"<|pad|>\" (id 258) only in base"));
   CHECK(load_experiment(ok, default_registry(), {}).vocab.size == 259);
 }
+
+TEST_CASE("colm generate runs a base with an assistant whose vocabulary extends it, and refuses a mismatch",
+          "[core][vocab][cli]") {
+  const auto dir = test::temp_dir("shared-vocab-cli");
+  const auto bytes = Tokenizer::byte_level();
+  with_added_tokens(bytes.to_json_string(), {"<|x0|>", "<|x1|>", "<|x2|>"}).save(dir + "/ext.json");
+  auto j = nlohmann::json::parse(bytes.to_json_string());
+  j["normalizer"] = {{"type", "NFC"}};
+  with_added_tokens(j.dump(), {"<|x0|>"}).save(dir + "/bad.json");
+  auto save_fresh = [&](const std::string& name, int seed, const std::string& tokenizer_line) {
+    const std::string toml = "family = \"gpt2\"\nn_layer = 1\nn_head = 2\nd_model = 16\nd_ff = 32\n"
+                             "max_positions = 64\ninit_seed = " + std::to_string(seed) + "\n" + tokenizer_line;
+    PluginContext ctx;
+    ctx.instance = name;
+    default_registry().create_expert("transformer", ConfigView::from_string(toml, name), ctx)->save(dir + "/" + name);
+  };
+  save_fresh("base", 1, "vocab = \"bytes\"\n");
+  save_fresh("ext", 2, "tokenizer = \"" + dir + "/ext.json\"\n");
+  save_fresh("bad", 3, "tokenizer = \"" + dir + "/bad.json\"\n");
+  const auto colm = "env -u COLM_PLUGIN_PATH '" + test::colm_binary() + "' --log-level info generate --base '" + dir;
+  for (const std::string base_first : {"base' --assistant '" + dir + "/ext'", "ext' --assistant '" + dir + "/base'"}) {
+    std::string out;
+    INFO(base_first);
+    CHECK(test::run_command(colm + "/" + base_first + " --policy more_confident --prompt 'ab' --max-tokens 6", &out) == 0);
+    INFO(out);
+    CHECK_THAT(out, Contains("[vocab] the experts collaborate over their 259 shared ids") &&
+                        Contains("3 ids only its tokenizer has (e.g. \"<|x0|>\"") && Contains("-- deferred"));
+  }
+  std::string out;
+  CHECK(test::run_command(colm + "/base' --assistant '" + dir + "/bad' --policy base_only --prompt 'ab' --max-tokens 6", &out) != 0);
+  CHECK_THAT(out, Contains("have different tokenizers") && Contains("not one vocabulary and its extension: the normalizer differs"));
+}
