@@ -533,8 +533,14 @@ TrainResult train(TrainObjective& objective, const TrainData& train_data, const 
     }
     if (config.parallel) {
       // Each process's gradient is its rows' share of the whole batch's mean: their sum is the whole.
+      // A parameter no rank gave a gradient keeps none (AdamW skips it, as it would in one process).
+      std::vector<torch::Tensor> has_grad{torch::zeros({int64_t(params.size())})};
+      for (size_t i = 0; i < params.size(); ++i) has_grad[0][int64_t(i)] = params[i].grad().defined() ? 1.0 : 0.0;
+      config.parallel->all_reduce_sum(has_grad);
       std::vector<torch::Tensor> grads;
-      for (auto& p : params) {
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (has_grad[0][int64_t(i)].item<double>() == 0) continue;
+        auto& p = params[i];
         if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
         grads.push_back(p.grad());
       }
