@@ -192,7 +192,7 @@ TEST_CASE("extra ids in the BPE vocabulary itself (not added tokens) extend it t
   CHECK(shared.masked[0].tokenizer_ids == 16);
 }
 
-TEST_CASE("a larger vocabulary that changes a shared id, the normalizer or a special id is still refused",
+TEST_CASE("a larger vocabulary that changes a shared token, the normalizer, a merge or the post-processor is refused",
           "[core][vocab][fixtures][shared]") {
   COLM_REQUIRE_SHARED_FIXTURE(llama_dir, "tokenizers/llama2");
   const auto llama_text = read_text(llama_dir + "/tokenizer.json");
