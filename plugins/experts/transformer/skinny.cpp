@@ -21,6 +21,24 @@ constexpr int64_t kMaxRows = 16;  // larger batches (and prefill) go to BLAS, wh
 constexpr int kGroup = 8;         // input rows per pass over a pair of weight rows (accumulator registers)
 
 // ---- AVX-512: two weight rows x NB input rows per pass, 16 lanes ----------------------------------
+
+// Lane i of the result: the sum of v[i]'s 16 lanes. Within each 128-bit block: pairs of vectors
+// interleaved and added (32-bit, then 64-bit), then the four blocks added across vectors.
+__attribute__((target("avx512f"))) inline __m512 sum16_avx512(const __m512* v) {
+  __m512 t[8], u[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(t[2 * j]), _mm512_castps_pd(t[2 * j + 1]));
+    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(t[2 * j]), _mm512_castps_pd(t[2 * j + 1]));
+    u[j] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));  // block k: vectors 4j..4j+3, block k's sums
+  }
+  const __m512 v0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+  const __m512 v1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xDD));
+}
 template <int NB>
 __attribute__((target("avx512f"))) void pair_avx512(const float* x, int64_t ldx, const float* w0, const float* w1,
                                                      int64_t in, float* s0, float* s1) {
@@ -48,8 +66,14 @@ __attribute__((target("avx512f"))) void pair_avx512(const float* x, int64_t ldx,
       a1[b] = _mm512_fmadd_ps(v1, xb, a1[b]);
     }
   }
-#pragma GCC unroll 8
-  for (int b = 0; b < NB; ++b) s0[b] = _mm512_reduce_add_ps(a0[b]), s1[b] = _mm512_reduce_add_ps(a1[b]);
+  // The 2*NB horizontal sums at once (a transpose-and-add over 16 vectors, zeros past 2*NB): lane i
+  // of the result sums vector i, by the same tree for every i.
+  __m512 v[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) v[i] = i < NB ? a0[i] : i < 2 * NB ? a1[i - NB] : _mm512_setzero_ps();
+  float sums[16];
+  _mm512_storeu_ps(sums, sum16_avx512(v));
+  for (int b = 0; b < NB; ++b) s0[b] = sums[b], s1[b] = sums[NB + b];
 }
 
 // ---- AVX2 + FMA: one weight row x NB input rows per pass, 8 lanes ---------------------------------
