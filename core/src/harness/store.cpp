@@ -6,10 +6,13 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
 #include "colm/hash.hpp"
@@ -268,7 +271,19 @@ ResultsStore ResultsStore::open(const std::string& path) {
   auto& db = impl->db;
   try {
     // The first statement that reads the file is where SQLite notices it is not a database.
-    const std::string mode = db.execAndGet("PRAGMA journal_mode = WAL").getString();
+    // Switching a new database to WAL needs it alone: another process opening the same new file at
+    // that moment makes SQLite answer "database is locked" at once (no busy handler here), so retry.
+    std::string mode;
+    for (int waited_ms = 0;; waited_ms += 20) {
+      try {
+        mode = db.execAndGet("PRAGMA journal_mode = WAL").getString();
+        break;
+      } catch (const SQLite::Exception& e) {
+        const int code = e.getErrorCode() & 0xff;
+        if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || waited_ms >= kBusyTimeoutMs) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
     if (mode != "wal") {
       spdlog::warn("[store] {}: journal mode is '{}', not WAL (file system without shared memory?): "
                    "concurrent writers will wait on each other",
