@@ -107,6 +107,31 @@ int run_command(const std::string& command, std::string* out) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+std::string tiny_experts() {
+  return R"([experts.base]
+plugin = "transformer"
+role = "base"
+family = "gpt2"
+n_layer = 1
+n_head = 2
+d_model = 16
+d_ff = 32
+max_positions = 256
+init_seed = 1
+
+[experts.helper]
+plugin = "transformer"
+role = "assistant"
+family = "gpt2"
+n_layer = 1
+n_head = 2
+d_model = 16
+d_ff = 32
+max_positions = 256
+init_seed = 2
+)";
+}
+
 std::string experiment_config_error(const std::string& toml_path) {
   try {
     parse_experiment_file(toml_path);

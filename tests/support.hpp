@@ -29,6 +29,9 @@ std::string temp_dir(const std::string& prefix = "colm-test");
 int run_command(const std::string& command, std::string* out = nullptr);
 // The ConfigError message of parsing an experiment file (parse_experiment_file), or "" when it parses.
 std::string experiment_config_error(const std::string& toml_path);
+// The two tiny fresh experts of the experiment tests, as TOML tables: [experts.base] (init_seed 1)
+// and [experts.helper] (role assistant, init_seed 2), GPT-2-shaped, 1 layer, d_model 16, byte vocab.
+std::string tiny_experts();
 // Prints the skip marker line "COLM-SKIP: <reason>" on stdout. cmake/ColmTesting.cmake gives every
 // discovered test SKIP_REGULAR_EXPRESSION "COLM-SKIP: ", so CTest counts the test as skipped and
 // scripts/test.sh lists the reason. Use COLM_SKIP, which also returns from the test case.

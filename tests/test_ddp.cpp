@@ -109,34 +109,13 @@ namespace {
 
 // A tiny experiment with one trained policy (Co-LLM, the base fine-tuned jointly, weak-supervision
 // initialisation first), batches of 5 so that the two ranks take 3 and 2 rows.
-const char* kPolicyExperiment = R"([experiment]
+const std::string kPolicyExperiment = R"([experiment]
 name = "ddp-test"
 seed = 5
 database = "DIR/results.db"
 artifacts_dir = "DIR/artifacts"
 
-[experts.base]
-plugin = "transformer"
-role = "base"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 1
-
-[experts.helper]
-plugin = "transformer"
-role = "assistant"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 2
-
+)" + colm::test::tiny_experts() + R"(
 [task]
 plugin = "arithmetic"
 train_size = 12

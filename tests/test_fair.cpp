@@ -45,28 +45,7 @@ std::string replace_all(std::string text, const std::string& from, const std::st
   return text;
 }
 
-const std::string kExperts = R"([experts.base]
-plugin = "transformer"
-role = "base"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 1
-
-[experts.helper]
-plugin = "transformer"
-role = "assistant"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 2
-)";
+const std::string kExperts = colm::test::tiny_experts();
 
 std::string experiment(const std::string& dir, const std::string& body) {
   const auto path = dir + "/exp.toml";

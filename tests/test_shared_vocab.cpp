@@ -329,28 +329,7 @@ seed = 5
 database = "DBPATH"
 artifacts_dir = "ARTDIR"
 
-[experts.base]
-plugin = "transformer"
-role = "base"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 1
-
-[experts.helper]
-plugin = "transformer"
-role = "assistant"
-family = "gpt2"
-n_layer = 1
-n_head = 2
-d_model = 16
-d_ff = 32
-max_positions = 256
-init_seed = 2
-tokenizer = "TOKPATH"
+)" + colm::test::tiny_experts() + R"(tokenizer = "TOKPATH"
 
 [task]
 plugin = "arithmetic"
