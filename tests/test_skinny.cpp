@@ -9,32 +9,39 @@
 #include "support.hpp"
 #include "transformer.hpp"
 
+using colm::transformer::skinny_isa;
 using colm::transformer::skinny_linear;
+using colm::transformer::SkinnyIsa;
 
 TEST_CASE("the skinny kernel equals addmm and a row's result does not depend on its batch", "[transformer][skinny]") {
   torch::NoGradGuard no_grad;
   torch::manual_seed(3);
-  if (!skinny_linear(torch::randn({2, 16}), torch::randn({4, 16}), torch::Tensor()).defined())
+  if (skinny_isa() == SkinnyIsa::none)
     COLM_SKIP("this CPU has neither AVX-512 nor AVX2+FMA: the kernel is off and BLAS does the work");
-  for (const int64_t in : {5, 16, 37, 768}) {
-    for (const int64_t out : {1, 3, 64, 129}) {
-      const auto w = torch::randn({out, in});
-      const auto b = torch::randn({out});
-      const auto x = torch::randn({16, in});
-      const auto all = skinny_linear(x, w, b);  // [16, out]
-      REQUIRE(all.defined());
-      const auto ref = torch::addmm(b, x, w.t());
-      INFO("in " << in << ", out " << out);
-      CHECK((all - ref).abs().max().item<double>() <= 1e-5 * (1 + ref.abs().max().item<double>()));
-      const auto plain = torch::mm(x, w.t());  // without a bias
-      CHECK((skinny_linear(x, w, torch::Tensor()) - plain).abs().max().item<double>() <=
-            1e-5 * (1 + plain.abs().max().item<double>()));
-      for (const int64_t rows : {2, 3, 7, 8, 9, 15}) {
-        // The rows [start, start + rows) alone, each in another place of its call than above.
-        const int64_t start = 16 - rows;
-        const auto part = skinny_linear(x.narrow(0, start, rows), w, b);
-        REQUIRE(part.defined());
-        CHECK(torch::equal(part, all.narrow(0, start, rows)));
+  // Every path this CPU can run: on an AVX-512 machine the AVX2 one too.
+  std::vector<SkinnyIsa> isas{skinny_isa()};
+  if (skinny_isa() == SkinnyIsa::avx512) isas.push_back(SkinnyIsa::avx2);
+  for (const auto isa : isas) {
+    for (const int64_t in : {5, 16, 37, 768}) {
+      for (const int64_t out : {1, 3, 64, 129}) {
+        const auto w = torch::randn({out, in});
+        const auto b = torch::randn({out});
+        const auto x = torch::randn({16, in});
+        const auto all = skinny_linear(x, w, b, isa);  // [16, out]
+        REQUIRE(all.defined());
+        const auto ref = torch::addmm(b, x, w.t());
+        INFO("isa " << int(isa) << ", in " << in << ", out " << out);
+        CHECK((all - ref).abs().max().item<double>() <= 1e-5 * (1 + ref.abs().max().item<double>()));
+        const auto plain = torch::mm(x, w.t());  // without a bias
+        CHECK((skinny_linear(x, w, torch::Tensor(), isa) - plain).abs().max().item<double>() <=
+              1e-5 * (1 + plain.abs().max().item<double>()));
+        for (const int64_t rows : {2, 3, 7, 8, 9, 15}) {
+          // The rows [start, start + rows) alone, each in another place of its call than above.
+          const int64_t start = 16 - rows;
+          const auto part = skinny_linear(x.narrow(0, start, rows), w, b, isa);
+          REQUIRE(part.defined());
+          CHECK(torch::equal(part, all.narrow(0, start, rows)));
+        }
       }
     }
   }

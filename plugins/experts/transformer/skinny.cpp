@@ -106,7 +106,7 @@ __attribute__((target("avx2,fma"))) void row_avx2(const float* x, int64_t ldx, c
   for (int b = 0; b < NB; ++b) s0[b] = hsum_avx2(a[b]) + tail[b];
 }
 
-enum class Isa { none, avx2, avx512 };
+using Isa = SkinnyIsa;
 
 Isa detect() {
   __builtin_cpu_init();
@@ -163,9 +163,17 @@ void columns(Isa isa, const float* x, int64_t rows, int64_t in, const float* w, 
 
 }  // namespace
 
+SkinnyIsa skinny_isa() { return kIsa; }
+
 torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return skinny_linear(x2, weight, bias, kIsa);
+}
+
+torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
+                            SkinnyIsa isa) {
   const int64_t rows = x2.size(0), in = weight.size(1), out = weight.size(0);
-  const bool usable = kIsa != Isa::none && rows >= 2 && rows <= kMaxRows && x2.device().is_cpu() &&
+  const bool supported = isa == kIsa || (isa == Isa::avx2 && kIsa == Isa::avx512);  // AVX-512 CPUs have AVX2
+  const bool usable = isa != Isa::none && supported && rows >= 2 && rows <= kMaxRows && x2.device().is_cpu() &&
                       weight.device().is_cpu() && x2.scalar_type() == torch::kFloat32 &&
                       weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
                       (!bias.defined() || (bias.scalar_type() == torch::kFloat32 && bias.is_contiguous())) &&
@@ -178,7 +186,6 @@ torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const Isa isa = kIsa;
   // Work split over output columns (even boundaries keep AVX-512's pairs aligned); each thread
   // streams its own slice of the weight.
   at::parallel_for(0, (out + 1) / 2, 32, [&](int64_t begin, int64_t end) {

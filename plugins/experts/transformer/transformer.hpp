@@ -68,6 +68,12 @@ torch::Tensor linear_rows(const torch::Tensor& x, const torch::Tensor& weight, c
 // y = x2 W^T + b for 2-16 rows x2 [R, in], float32 on the CPU without autograd, by a kernel that
 // streams the weight once for all rows (skinny.cpp); an undefined tensor when it does not apply.
 torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias);
+// The instruction set the kernel uses on this CPU, and the kernel with a chosen one (tests run the
+// AVX2 path on AVX-512 machines too); undefined where the CPU lacks it.
+enum class SkinnyIsa { none, avx2, avx512 };
+SkinnyIsa skinny_isa();
+torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
+                            SkinnyIsa isa);
 
 // Per-layer key/value buffers [rows, kv_heads, capacity, head_dim] that grow by doubling.
 struct KvCache {
