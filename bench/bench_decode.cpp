@@ -148,6 +148,64 @@ bool measure(const std::string& pair, Expert& base, Expert& assistant, int64_t b
               t_co / t_base <= target ? "met" : "NOT met");
   std::printf("    steps with a deferral p_any = %.3f; 1 + p_any*c_a/c_b = %.3f (the ratio when each assistant call "
               "costs one of its steps)\n", p_any, 1 + p_any * c_asst / c_base);
+  // Lower bounds for any exact schedule (outputs equal to batch-1 decoding). Whatever the order of calls,
+  // the assistant must read every context token before the last one deferred to it, in every row (its
+  // KV cache holds them). At the assistant's best per-token rate r -- one extend() reading all those
+  // tokens at once, logits at the last position only -- that reading takes t_read. The base's own work
+  // is at least base-only's (its step cost per row falls with the rows it serves), and both models use
+  // every thread, so co-llm / base-only >= 1 + t_read / t_base. At batch 1 nothing can be shared or
+  // postponed: each deferral is its own assistant call, reading the n tokens since the previous one,
+  // and costs at least max(one assistant step, n * r).
+  {
+    int64_t must_read = 0;
+    std::vector<int64_t> rows, call_tokens;  // call_tokens: per deferral of a batch-1 run
+    std::vector<std::vector<int64_t>> seqs;
+    for (size_t i = 0; i < r_co.size(); ++i) {
+      auto ctx = base.tokenizer().encode(prompts[i], true);
+      int64_t last = -1, read = 0;
+      for (size_t t = 0; t < r_co[i].trace.size(); ++t) {
+        if (r_co[i].trace[t].source == 0) continue;
+        const int64_t upto = static_cast<int64_t>(ctx.size() + t);  // context tokens before position t
+        call_tokens.push_back(upto - read);
+        read = upto;
+        last = static_cast<int64_t>(t);
+      }
+      if (last < 0) continue;
+      ctx.insert(ctx.end(), r_co[i].ids.begin(), r_co[i].ids.begin() + last);
+      must_read += static_cast<int64_t>(ctx.size());
+      rows.push_back(static_cast<int64_t>(rows.size()));
+      seqs.push_back(std::move(ctx));
+    }
+    double t_read = 0, t_step = 0;
+    if (!rows.empty()) {
+      torch::NoGradGuard g;
+      auto read_all = [&] {
+        auto state = assistant.new_state(static_cast<int64_t>(rows.size()));
+        assistant.extend(*state, rows, seqs);
+      };
+      read_all();  // warm-up
+      t_read = 1e9;
+      for (int i = 0; i < 3; ++i) t_read = std::min(t_read, seconds(read_all));
+      // The cheapest call there is: one token onto a cached context.
+      auto state = assistant.new_state(1);
+      assistant.extend(*state, {0}, {seqs[0]});
+      t_step = 1e9;
+      for (int i = 0; i < 5; ++i) t_step = std::min(t_step, seconds([&] { assistant.extend(*state, {0}, {{seqs[0][0]}}); }));
+      t_step = std::min(t_step, c_asst);
+    }
+    const double r = must_read ? t_read / double(must_read) : 0.0;
+    double bound = 1 + t_read / t_base;
+    std::printf("    bound: the assistant must read %lld tokens (%.3f ms/token at its best, all at once): "
+                "co-llm / base-only >= %.3f\n", static_cast<long long>(must_read), 1e3 * r, bound);
+    if (batch == 1) {
+      double t_calls = 0;
+      for (int64_t n : call_tokens) t_calls += std::max(t_step, double(n) * r);
+      bound = std::max(bound, 1 + t_calls / t_base);
+      std::printf("    bound at batch 1: %zu calls, each >= max(one assistant step %.3f ms, its tokens * %.3f ms): "
+                  "co-llm / base-only >= %.3f\n", call_tokens.size(), 1e3 * t_step, 1e3 * r, 1 + t_calls / t_base);
+    }
+    if (bound > target) std::printf("    the target is below this bound: no exact schedule meets it here\n");
+  }
   if (!checks) return true;
 
   EveryModelEveryStep naive(*random20);
@@ -171,18 +229,21 @@ bool measure(const std::string& pair, Expert& base, Expert& assistant, int64_t b
 
 }  // namespace
 
-// usage: bench_decode [small|gpt2|all] [BATCH...] [profile]
+// usage: bench_decode [small|gpt2|all] [BATCH...] [tokens=N] [profile]
 //   small: the small pair (base d=256, 4 layers; assistant d=512, 4 layers), 256 tokens
 //   gpt2:  a GPT-2-small-shaped base (124M) with a GPT-2-medium-shaped assistant (355M), 64 tokens
+//   tokens=N: generate N tokens per prompt instead (the assistant's prompt read weighs less when longer)
 //   default: all pairs at batch 1, 4 and 8 (checks (b) and (c) on the small pair at batch 1).
 int main(int argc, char** argv) {
   init_runtime("warn");
   std::string which = "all";
   std::vector<int64_t> batches;
   bool profile = false;
+  int64_t tokens = 0;  // 0: each pair's own length
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "small" || a == "gpt2" || a == "all") which = a;
+    else if (a.rfind("tokens=", 0) == 0) tokens = std::atoll(a.c_str() + 7);
     else if (a == "profile") profile = true;
     else batches.push_back(std::atoll(a.c_str()));
   }
@@ -193,16 +254,20 @@ int main(int argc, char** argv) {
   if (which == "small" || which == "all") {
     NoEos base(make_expert("base", 256, 4, 4, 1));
     NoEos assistant(make_expert("assistant", 512, 4, 4, 2));
-    std::printf("[bench] small pair: base %lld params, assistant %lld params, 256 tokens\n",
-                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters));
-    for (int64_t b : batches) ok = measure("small pair", base, assistant, b, 256, b == 1, profile) && ok;
+    const int64_t n = tokens > 0 ? tokens : 256;
+    std::printf("[bench] small pair: base %lld params, assistant %lld params, %lld tokens\n",
+                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters),
+                static_cast<long long>(n));
+    for (int64_t b : batches) ok = measure("small pair", base, assistant, b, n, b == 1, profile) && ok;
   }
   if (which == "gpt2" || which == "all") {
     NoEos base(make_expert("gpt2-small", 768, 12, 12, 1, 50257));
     NoEos assistant(make_expert("gpt2-medium", 1024, 24, 16, 2, 50257));
-    std::printf("[bench] gpt2 pair: base %lld params, assistant %lld params, 64 tokens\n",
-                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters));
-    for (int64_t b : batches) ok = measure("gpt2 small+medium", base, assistant, b, 64, false, profile) && ok;
+    const int64_t n = tokens > 0 ? tokens : 64;
+    std::printf("[bench] gpt2 pair: base %lld params, assistant %lld params, %lld tokens\n",
+                static_cast<long long>(base.info().num_parameters), static_cast<long long>(assistant.info().num_parameters),
+                static_cast<long long>(n));
+    for (int64_t b : batches) ok = measure("gpt2 small+medium", base, assistant, b, n, false, profile) && ok;
   }
   return ok ? 0 : 1;
 }
