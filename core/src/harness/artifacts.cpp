@@ -52,6 +52,30 @@ bool claim_is_stale(const std::string& holder) {
   return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
 }
 
+std::string holder_text() { return host_name() + " " + std::to_string(::getpid()) + "\n"; }
+
+// Removes a claim whose holder is gone, if it still names that holder. Only the process holding
+// `<claim>.takeover` may do so: two processes that see the same dead claim at once must not both
+// remove "it" (the second unlink would delete the claim the first one has just made, and both would
+// build the artifact). Returns whether the stale claim is gone.
+bool remove_stale_claim(const fs::path& file, const std::string& holder) {
+  const auto lock = fs::path(file.string() + ".takeover");
+  const int fd = ::open(lock.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    if (errno != EEXIST) throw Error("[artifacts] cannot create " + lock.string() + ": " + std::strerror(errno));
+    // Another process is taking the claim over; if it died doing so, its lock goes for the next try.
+    if (claim_is_stale(read_text(lock))) ::unlink(lock.c_str());
+    return false;
+  }
+  const auto me = holder_text();
+  const bool written = ::write(fd, me.data(), me.size()) == ssize_t(me.size());
+  ::close(fd);
+  const bool same = written && read_text(file) == holder;
+  if (same) ::unlink(file.c_str());
+  ::unlink(lock.c_str());
+  return same;
+}
+
 }  // namespace
 
 bool artifact_done(const fs::path& dir) {
@@ -84,7 +108,7 @@ std::optional<ArtifactClaim> ArtifactClaim::try_take(const fs::path& dir) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int fd = ::open(file.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
     if (fd >= 0) {
-      const auto holder = host_name() + " " + std::to_string(::getpid()) + "\n";
+      const auto holder = holder_text();
       const bool ok = ::write(fd, holder.data(), holder.size()) == ssize_t(holder.size());
       ::close(fd);
       if (!ok) {
@@ -95,10 +119,9 @@ std::optional<ArtifactClaim> ArtifactClaim::try_take(const fs::path& dir) {
     }
     if (errno != EEXIST) throw Error("[artifacts] cannot create claim file " + file.string() + ": " + std::strerror(errno));
     const auto holder = read_text(file);
-    if (attempt > 0 || !claim_is_stale(holder)) return std::nullopt;
+    if (attempt > 0 || !claim_is_stale(holder) || !remove_stale_claim(file, holder)) return std::nullopt;
     spdlog::warn("[artifacts] {}: its claim by '{}' was left by a process that no longer runs; taking it over",
                  dir.string(), holder);
-    ::unlink(file.c_str());
   }
   return std::nullopt;
 }

@@ -20,8 +20,9 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& tex
 
 // An exclusive right to build one artifact directory: `<dir>.claim` created with O_EXCL (atomic on
 // local file systems and NFSv3+), holding "host pid"; removed when the claim is destroyed. A claim
-// left by a process that died on this host is taken over; one from another host is not (its
-// owner cannot be checked from here): the waiter's timeout error names the file to delete.
+// left by a process that died on this host is taken over, by one process only (under
+// `<dir>.claim.takeover`, also O_EXCL); one from another host is not (its owner cannot be checked
+// from here): the waiter's timeout error names the file to delete.
 class ArtifactClaim {
  public:
   // Takes the claim, or returns nullopt when another live process holds it.
