@@ -123,6 +123,19 @@ TEST_CASE("example ranges of n shards cover every example once, in order", "[sha
   CHECK(parse_stage("finish") == "finish");
 }
 
+namespace {
+// A claim file's text naming this host and a process that has exited.
+std::string dead_holder() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  return std::string(host) + " " + std::to_string(child) + "\n";
+}
+}  // namespace
+
 TEST_CASE("artifact claims: one builder, the others wait for DONE; a dead builder's claim is taken over",
           "[shard][artifacts]") {
   const auto dir = fs::path(test::temp_dir("colm-claim")) / "artifact";
@@ -144,13 +157,7 @@ TEST_CASE("artifact claims: one builder, the others wait for DONE; a dead builde
 
   // A claim left by a process of this host that is gone is taken over; nobody's claim: the error says so.
   const auto other = fs::path(test::temp_dir("colm-claim")) / "artifact";
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  char host[256] = {0};
-  ::gethostname(host, sizeof host - 1);
-  std::ofstream(other.string() + ".claim") << host << " " << child << "\n";
+  std::ofstream(other.string() + ".claim") << dead_holder();
   auto taken = claim_or_wait(other, "other artifact", 5);
   CHECK(taken);
   taken.reset();
@@ -162,18 +169,13 @@ TEST_CASE("artifact claims: one builder, the others wait for DONE; a dead builde
 
 TEST_CASE("a dead builder's claim seen by several waiters at once is taken over by exactly one",
           "[shard][artifacts]") {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  char host[256] = {0};
-  ::gethostname(host, sizeof host - 1);
+  const std::string holder = dead_holder();
   const auto root = fs::path(test::temp_dir("colm-claim-race"));
   constexpr int kThreads = 4, kRounds = 200;
   int rounds_with_one = 0;
   for (int round = 0; round < kRounds; ++round) {
     const auto dir = root / ("artifact" + std::to_string(round));
-    std::ofstream(dir.string() + ".claim") << host << " " << child << "\n";
+    std::ofstream(dir.string() + ".claim") << holder;
     std::atomic<int> ready{0};
     std::vector<std::optional<ArtifactClaim>> taken(kThreads);
     std::vector<std::thread> threads;
