@@ -26,8 +26,8 @@ TEST_CASE("the skinny kernel equals addmm and a row's result does not depend on 
       for (const int64_t out : {1, 3, 64, 129}) {
         const auto w = torch::randn({out, in});
         const auto b = torch::randn({out});
-        const auto x = torch::randn({16, in});
-        const auto all = skinny_linear(x, w, b, isa);  // [16, out]
+        const auto x = torch::randn({48, in});
+        const auto all = skinny_linear(x, w, b, isa);  // [48, out]
         REQUIRE(all.defined());
         const auto ref = torch::addmm(b, x, w.t());
         INFO("isa " << int(isa) << ", in " << in << ", out " << out);
@@ -35,9 +35,9 @@ TEST_CASE("the skinny kernel equals addmm and a row's result does not depend on 
         const auto plain = torch::mm(x, w.t());  // without a bias
         CHECK((skinny_linear(x, w, torch::Tensor(), isa) - plain).abs().max().item<double>() <=
               1e-5 * (1 + plain.abs().max().item<double>()));
-        for (const int64_t rows : {2, 3, 7, 8, 9, 15}) {
+        for (const int64_t rows : {2, 3, 7, 8, 9, 15, 16, 17, 33, 47}) {
           // The rows [start, start + rows) alone, each in another place of its call than above.
-          const int64_t start = 16 - rows;
+          const int64_t start = 48 - rows;
           const auto part = skinny_linear(x.narrow(0, start, rows), w, b, isa);
           REQUIRE(part.defined());
           CHECK(torch::equal(part, all.narrow(0, start, rows)));
@@ -51,7 +51,8 @@ TEST_CASE("the skinny kernel declines what BLAS should do", "[transformer][skinn
   torch::NoGradGuard no_grad;
   const auto w = torch::randn({8, 32});
   CHECK_FALSE(skinny_linear(torch::randn({1, 32}), w, torch::Tensor()).defined());   // one row: gemv
-  CHECK_FALSE(skinny_linear(torch::randn({17, 32}), w, torch::Tensor()).defined());  // many rows: gemm
+  CHECK(skinny_linear(torch::randn({48, 32}), w, torch::Tensor()).defined());
+  CHECK_FALSE(skinny_linear(torch::randn({49, 32}), w, torch::Tensor()).defined());  // many rows: gemm
   CHECK_FALSE(skinny_linear(torch::randn({4, 32}, torch::kBFloat16), w.to(torch::kBFloat16), torch::Tensor()).defined());
   CHECK_FALSE(skinny_linear(torch::randn({4, 32}), torch::randn({32, 8}).t(), torch::Tensor()).defined());  // strided
   {

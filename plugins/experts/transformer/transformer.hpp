@@ -65,7 +65,7 @@ TORCH_MODULE(Linear);
 
 // y = x W^T for x [..., in] with the same gemv fast path (used by the tied output layer).
 torch::Tensor linear_rows(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
-// y = x2 W^T + b for 2-16 rows x2 [R, in], float32 on the CPU without autograd, by a kernel that
+// y = x2 W^T + b for 2-48 rows x2 [R, in], float32 on the CPU without autograd, by a kernel that
 // streams the weight once for all rows (skinny.cpp); an undefined tensor when it does not apply.
 torch::Tensor skinny_linear(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias);
 // The instruction set the kernel uses on this CPU, and the kernel with a chosen one (tests run the
