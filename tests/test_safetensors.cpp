@@ -42,6 +42,19 @@ std::string make_file(const std::string& dir, const std::string& header, size_t 
   return path;
 }
 
+// A file whose F32 tensor "x" = {1.5, -3.25} starts at data offset 2 (the header is padded so that
+// the data section itself is 8-aligned): its values are not aligned for float.
+std::string unaligned_file(const std::string& dir) {
+  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[2,10]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const float values[2] = {1.5f, -3.25f};
+  std::string data(2, '\0');
+  data.append(reinterpret_cast<const char*>(values), sizeof(values));
+  const std::string path = dir + "/u.safetensors";
+  write_bytes(path, le64(header.size()) + header + data);
+  return path;
+}
+
 }  // namespace
 
 TEST_CASE("save_safetensors round-trips F32, F16, BF16, I64 and I32 with metadata", "[core][safetensors]") {
@@ -122,14 +135,7 @@ TEST_CASE("save_safetensors refuses bad input before writing", "[core][safetenso
 
 TEST_CASE("unaligned data offsets are loaded correctly", "[core][safetensors]") {
   const std::string dir = colm::test::temp_dir("st-unaligned");
-  // Header padded to 48 bytes so the data section is 8-aligned; the F32 tensor starts at offset 2.
-  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[2,10]}})";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  const float values[2] = {1.5f, -3.25f};
-  std::string data(2, '\0');
-  data.append(reinterpret_cast<const char*>(values), sizeof(values));
-  const std::string path = dir + "/u.safetensors";
-  write_bytes(path, le64(header.size()) + header + data);
+  const std::string path = unaligned_file(dir);
   auto file = colm::SafetensorsFile::open(path);
   const auto t = file->load("x");
   CHECK(t[0].item<float>() == 1.5f);
@@ -357,13 +363,7 @@ TEST_CASE("map() aliases the file where the dtype matches and converts otherwise
 
 TEST_CASE("map() of an unaligned tensor converts instead of aliasing", "[core][safetensors]") {
   const std::string dir = colm::test::temp_dir("st-map-unaligned");
-  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[2,10]}})";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  const float values[2] = {1.5f, -3.25f};
-  std::string data(2, '\0');
-  data.append(reinterpret_cast<const char*>(values), sizeof(values));
-  const std::string path = dir + "/u.safetensors";
-  write_bytes(path, le64(header.size()) + header + data);
+  const std::string path = unaligned_file(dir);
   auto file = colm::SafetensorsFile::open(path);
   const auto t = file->map("x", torch::kFloat32);
   CHECK_FALSE(file->aliased("x"));
